@@ -1,0 +1,84 @@
+"""Tables the ETL writes: sales lines, and its own exactly-once bookkeeping.
+
+Names are Spanish where the users' production file already has them
+(`ventas_raw` and its columns), so the product can be pointed at that file.
+Money is DECIMAL(18,6): exact, never float.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+VENTAS_COLUMNS = (
+    "ubicacion_id",
+    "fecha",
+    "numero_factura",
+    "producto_id",
+    "cantidad",
+    "precio_unitario",
+    "monto_total",
+    "descripcion",
+    "hora_factura",
+    "cliente_id",
+    "nombre_ubicacion",
+    "linea",
+    "batch_id",
+)
+
+DDL = """
+CREATE TABLE IF NOT EXISTS ventas_raw (
+    ubicacion_id INTEGER NOT NULL,
+    fecha DATE NOT NULL,
+    numero_factura VARCHAR NOT NULL,
+    producto_id VARCHAR NOT NULL,
+    cantidad BIGINT NOT NULL,
+    precio_unitario DECIMAL(18,6) NOT NULL,
+    monto_total DECIMAL(18,6) NOT NULL,
+    descripcion VARCHAR,
+    hora_factura VARCHAR,
+    cliente_id BIGINT,
+    nombre_ubicacion VARCHAR,
+    linea BIGINT,          -- physical line in the source file
+    batch_id VARCHAR       -- etl_batches.batch_id that loaded the row
+);
+
+-- One row per source file, keyed by its content hash.
+CREATE TABLE IF NOT EXISTS etl_files (
+    file_sha VARCHAR PRIMARY KEY,
+    path VARCHAR NOT NULL,
+    ubicacion_id INTEGER,
+    fecha DATE,
+    formato VARCHAR,
+    chunk_rows INTEGER NOT NULL,
+    started_at TIMESTAMP NOT NULL DEFAULT now()
+);
+
+-- One row per loaded chunk, committed in the same transaction as its rows.
+CREATE TABLE IF NOT EXISTS etl_batches (
+    batch_id VARCHAR PRIMARY KEY,  -- file_sha:chunk_index:chunk_rows
+    file_sha VARCHAR NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    first_line BIGINT,
+    last_line BIGINT,
+    rows_read BIGINT NOT NULL,
+    rows_loaded BIGINT NOT NULL,
+    rows_rejected BIGINT NOT NULL,
+    fence BIGINT NOT NULL,
+    loaded_at TIMESTAMP NOT NULL DEFAULT now()
+);
+
+-- Rows refused by validation, with the reason, for someone to fix.
+CREATE TABLE IF NOT EXISTS etl_quarantine (
+    batch_id VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    linea BIGINT,
+    raw VARCHAR,
+    reason VARCHAR NOT NULL,
+    at TIMESTAMP NOT NULL DEFAULT now()
+);
+"""
+
+
+def ensure_sales_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the ETL's tables if they are missing (idempotent)."""
+    con.execute(DDL)

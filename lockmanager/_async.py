@@ -1,0 +1,412 @@
+"""The asyncio shell: `AsyncDuckDBWriteLockManager`, used by the backend.
+
+Same protocol and decisions as the sync shell (`_core` and the scripts);
+only the waiting is awaited. DuckDB itself is blocking, so opening, closing
+and every query run in worker threads; `Lease.transaction` must be called
+from such a thread (it confirms the lease with Redis through the loop).
+
+Readers share one lease per process (`read()`): while nobody else wants the
+file the read-only connection stays open across requests, which saves the
+open cost; as soon as a writer queues, new readers stop joining, in-flight
+ones finish, and the lease is given back so the writer gets its turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import _core as core
+from ._config import LeaseConfig, Mode, Priority
+from ._duck import ensure_fence_table, open_database
+from ._errors import LeaseLost, LeaseStateError, LeaseTimeout, short
+from ._lease import Callback, Lease, LeaseState
+from ._scripts import ALL, LOST
+from ._sync import REDIS_DOWN
+
+log = logging.getLogger("lockmanager")
+renew_log = logging.getLogger("lockmanager.renew")
+
+
+class AsyncDuckDBWriteLockManager:
+    """The asyncio twin of `DuckDBWriteLockManager`; same arguments."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis | str,
+        db_path: str | os.PathLike[str],
+        *,
+        config: LeaseConfig | None = None,
+        name: str | None = None,
+    ):
+        if isinstance(client, str):
+            client = aioredis.Redis.from_url(client)
+        self._redis = client
+        self.db_path = os.fspath(db_path)
+        self.config = config or LeaseConfig()
+        self.key = core.prefix_for(self.config, self.db_path)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._scripts = {n: client.register_script(src) for n, src in ALL.items()}
+        self._keepers: dict[str, asyncio.Task[None]] = {}
+        self._pool = _ReaderPool(self)
+
+    @asynccontextmanager
+    async def write(self, **kwargs: Any) -> AsyncIterator[Lease]:
+        """An exclusive lease; see `DuckDBWriteLockManager.acquire`."""
+        lease = await self.acquire(Mode.EXCLUSIVE, **kwargs)
+        try:
+            yield lease
+        finally:
+            await self.release(lease)
+
+    @asynccontextmanager
+    async def read(
+        self, *, wait_for: float | None = None, name: str | None = None
+    ) -> AsyncIterator[Lease]:
+        """A shared lease, pooled with this process's other readers."""
+        lease = await self._pool.join(wait_for=wait_for, name=name)
+        try:
+            yield lease
+        finally:
+            await self._pool.leave(lease)
+
+    async def acquire(
+        self,
+        mode: Mode,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        wait_for: float | None = None,
+        name: str | None = None,
+        on_contended: Callback | None = None,
+        on_lost: Callback | None = None,
+    ) -> Lease:
+        """Wait for a turn and open the file; see the sync `acquire`."""
+        budget = self.config.wait_for if wait_for is None else wait_for
+        started = time.monotonic()
+        deadline = started + budget
+        token = core.new_token()
+        who = name or self.name
+        try:
+            grant = await self._wait_turn(token, mode, priority, who, started, deadline)
+        except REDIS_DOWN as exc:
+            return await self._acquire_degraded(mode, priority, who, deadline, exc)
+
+        try:
+            con = await asyncio.to_thread(
+                open_database,
+                self.db_path,
+                read_only=mode is Mode.SHARED,
+                budget=deadline - time.monotonic(),
+                key=self.key,
+                token=token,
+            )
+            fence = grant.fence
+            if mode is Mode.EXCLUSIVE:
+                fence = await self._settle_fence(con, token, grant.fence or 0)
+        except BaseException:
+            await asyncio.shield(self._give_back(token))
+            raise
+
+        loop = asyncio.get_running_loop()
+        lease = Lease(
+            key=self.key,
+            token=token,
+            mode=mode,
+            priority=priority,
+            name=who,
+            fence=fence,
+            connection=con,
+            wait_s=time.monotonic() - started,
+            status=lambda: self._status_from_thread(token, loop),
+            on_contended=on_contended,
+            on_lost=on_lost,
+        )
+        lease.valid_until = time.monotonic() + grant.ttl_left
+        self._keepers[token] = asyncio.create_task(self._keep(lease))
+        return lease
+
+    async def release(self, lease: Lease) -> None:
+        """Close the file (checkpointing a writer), then give the turn back.
+
+        Safe against cancellation: the hand-back to Redis is shielded, so a
+        cancelled request never leaves its lease to run out its TTL.
+        """
+        keeper = self._keepers.pop(lease.token, None)
+        if keeper is not None:
+            keeper.cancel()
+        try:
+            await asyncio.shield(asyncio.to_thread(lease.close_database))
+        finally:
+            lease.finish()
+            if not lease.degraded:
+                await asyncio.shield(self._give_back(lease.token))
+
+    async def inspect(self, history: int = 50) -> dict[str, Any]:
+        """Holders, waiters, fence, counters and the latest history events."""
+        reply = await self._scripts["snapshot"](keys=[self.key])
+        view = core.parse_snapshot(reply, self.key)
+        entries = await self._redis.xrevrange(core.history_key(self.key), count=history)
+        view["history"] = core.parse_history(entries)
+        return view
+
+    async def force_release(
+        self, reason: str, *, by: str, token: str | None = None
+    ) -> dict[str, Any]:
+        """Take the lease from its holders; see the sync `force_release`."""
+        count, fence = await self._call("force_release", by, reason, token or "")
+        log.warning(
+            "force-release on %s by %s: %s holder(s) released, fence now %s;"
+            " reason: %s",
+            self.key, by, count, fence, reason,
+        )
+        return {"released": int(count), "fence": int(fence), "by": by, "reason": reason}
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except RedisError:
+            return False
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+        for task in list(self._keepers.values()):
+            task.cancel()
+        await self._redis.aclose()
+
+    # -- internals --------------------------------------------------------
+
+    async def _call(self, script: str, *args: Any) -> Any:
+        return await self._scripts[script](
+            keys=[self.key], args=[self.config.history_len, *args]
+        )
+
+    async def _wait_turn(
+        self,
+        token: str,
+        mode: Mode,
+        priority: Priority,
+        who: str,
+        started: float,
+        deadline: float,
+    ) -> core.Granted:
+        args = core.acquire_args(
+            self.config, token, mode, priority, who, core.owner_meta(who),
+            self.config.lease_ttl,
+        )[1:]
+        box = core.mailbox(self.key, token)
+        try:
+            while True:
+                step = core.parse_acquire(await self._call("acquire", *args))
+                if isinstance(step, core.Granted):
+                    return step
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LeaseTimeout(
+                        f"no {mode.value} lease on {self.key} within the wait"
+                        f" budget (position {step.position} in the queue). The"
+                        " file is busy; retry later or raise wait_for.",
+                        key=self.key,
+                        token=token,
+                        waited=time.monotonic() - started,
+                        retry_after=max(1.0, step.holder_expires_in or 1.0),
+                    )
+                timeout = core.poll_timeout(step, remaining)
+                await self._redis.blpop([box], timeout=timeout)
+        except BaseException as exc:
+            if not isinstance(exc, REDIS_DOWN):
+                await asyncio.shield(self._cancel(token))
+            raise
+
+    async def _cancel(self, token: str) -> None:
+        try:
+            await self._call("cancel", token)
+        except RedisError:
+            log.debug("cancel of %s failed; its heartbeat will expire", short(token))
+
+    async def _give_back(self, token: str) -> None:
+        try:
+            await self._call("release", token)
+        except RedisError:
+            log.warning(
+                "could not release lease %s on %s; it frees itself within the"
+                " lease TTL (%.0fs)", short(token), self.key, self.config.lease_ttl,
+            )
+
+    async def _settle_fence(self, con: Any, token: str, fence: int) -> int:
+        recorded = await asyncio.to_thread(ensure_fence_table, con)
+        if fence > recorded:
+            return fence
+        reply = await self._call("reseed", token, recorded)
+        if int(reply[0]) == LOST:
+            raise LeaseLost(
+                f"lease {short(token)} on {self.key} expired while opening the file",
+                key=self.key, token=token, why="expired",
+            )
+        return int(reply[1])
+
+    async def _status(self, token: str) -> core.Status:
+        return core.parse_status(await self._call("status", token))
+
+    def _status_from_thread(
+        self, token: str, loop: asyncio.AbstractEventLoop
+    ) -> core.Status:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise LeaseStateError(
+                "Lease.transaction() blocks; call it from a worker thread"
+                " (await asyncio.to_thread(...)), not on the event loop",
+                key=self.key, token=token,
+            )
+        future = asyncio.run_coroutine_threadsafe(self._status(token), loop)
+        return future.result(timeout=max(1.0, self.config.lease_ttl / 3))
+
+    async def _acquire_degraded(
+        self, mode: Mode, priority: Priority, who: str, deadline: float,
+        exc: BaseException,
+    ) -> Lease:
+        log.warning(
+            "Redis unreachable (%s); degraded: taking %s through DuckDB's OS"
+            " lock alone, without queue fairness", exc, self.db_path,
+        )
+        started = time.monotonic()
+        token = core.new_token()
+        con = await asyncio.to_thread(
+            open_database, self.db_path, read_only=mode is Mode.SHARED,
+            budget=deadline - started, key=self.key, token=token,
+        )
+        fence = None
+        if mode is Mode.EXCLUSIVE:
+            fence = await asyncio.to_thread(ensure_fence_table, con) + 1
+        return Lease(
+            key=self.key, token=token, mode=mode, priority=priority, name=who,
+            fence=fence, connection=con, wait_s=time.monotonic() - started,
+            status=None, degraded=True,
+        )
+
+    async def _keep(self, lease: Lease) -> None:
+        """Renew the lease and read its mailbox until it is released."""
+        interval = self.config.renew_interval
+        box = core.mailbox(self.key, lease.token)
+        due = time.monotonic() + interval
+        while lease.state is LeaseState.HELD:
+            timeout = max(0.01, due - time.monotonic())
+            try:
+                item = await self._redis.blpop([box], timeout=timeout)
+            except RedisError:
+                renew_log.debug("mailbox read failed for %r", lease, exc_info=True)
+                item = None
+                await asyncio.sleep(min(timeout, 0.2))
+            if item:
+                lease.notice(core._text(item[1]))
+            if time.monotonic() >= due:
+                await self._renew(lease, lateness=time.monotonic() - due)
+                due = time.monotonic() + interval
+            if time.monotonic() > lease.valid_until:
+                lease.mark_lost("not renewed within its TTL (Redis unreachable?)")
+
+    async def _renew(self, lease: Lease, lateness: float) -> None:
+        interval = self.config.renew_interval
+        if lateness > interval / 2:
+            renew_log.warning(
+                "renewal of %r is %.2fs late (interval %.2fs); the event loop"
+                " may be blocked", lease, lateness, interval,
+            )
+        asked = time.monotonic()
+        max_hold = self.config.max_hold_for(lease.priority)
+        try:
+            reply = await self._call(
+                "renew", lease.token, int(self.config.lease_ttl * 1000),
+                int(max_hold * 1000),
+            )
+        except RedisError:
+            renew_log.warning("renewal of %r failed", lease, exc_info=True)
+            return
+        outcome = core.parse_renew(reply)
+        if not outcome.held:
+            lease.mark_lost("expired before renewal")
+            return
+        lease.valid_until = asked + outcome.ttl_left
+        if outcome.waiters or outcome.max_hold_reached:
+            lease.notice("contended")
+
+
+class _ReaderPool:
+    """One shared lease per process, joined by concurrent readers.
+
+    A reader joins the open lease unless a writer waits (the lease is then
+    draining); otherwise it queues for a fresh shared lease like anyone
+    else, behind that writer. The last reader out of a draining lease gives
+    it back; an idle, uncontended lease stays open for the next request.
+    """
+
+    def __init__(self, manager: AsyncDuckDBWriteLockManager):
+        self._manager = manager
+        self._lease: Lease | None = None
+        self._users: dict[str, int] = {}
+        self._opening = asyncio.Lock()
+
+    def _usable(self, lease: Lease | None) -> bool:
+        return (
+            lease is not None
+            and lease.state is LeaseState.HELD
+            and not lease._contended.is_set()
+        )
+
+    async def join(self, *, wait_for: float | None, name: str | None) -> Lease:
+        if self._usable(self._lease):
+            return self._enter(self._lease)  # type: ignore[arg-type]
+        async with self._opening:
+            if self._usable(self._lease):
+                return self._enter(self._lease)  # type: ignore[arg-type]
+            lease = await self._manager.acquire(
+                Mode.SHARED,
+                wait_for=wait_for,
+                name=name or f"{self._manager.name} readers",
+                on_contended=self._on_contended,
+                on_lost=self._on_contended,
+            )
+            self._lease = lease
+            return self._enter(lease)
+
+    def _enter(self, lease: Lease) -> Lease:
+        self._users[lease.token] = self._users.get(lease.token, 0) + 1
+        return lease
+
+    async def leave(self, lease: Lease) -> None:
+        left = self._users[lease.token] - 1
+        self._users[lease.token] = left
+        if left == 0 and not self._usable(lease):
+            await self._retire(lease)
+
+    def _on_contended(self, lease: Lease) -> None:
+        if self._users.get(lease.token, 0) != 0:
+            return  # the last reader out retires it
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # off the loop (a worker thread): leave() retires it
+        loop.create_task(self._retire(lease))
+
+    async def _retire(self, lease: Lease) -> None:
+        if self._users.pop(lease.token, None) is None:
+            return  # already retired by another path
+        if self._lease is lease:
+            self._lease = None
+        await self._manager.release(lease)
+
+    async def close(self) -> None:
+        lease = self._lease
+        if lease is not None and self._users.get(lease.token, 0) == 0:
+            await self._retire(lease)
