@@ -1,0 +1,227 @@
+"""The `fluxion` command: the application edge.
+
+Settings come from the environment (`FLUXION_DB`, `REDIS_URL`,
+`FLUXION_ADMIN_TOKEN`) and from options, which win; they are read here and
+passed down, never read deeper in the code. `--json` prints a machine report
+as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("fluxion")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="DuckDB file (default: $FLUXION_DB)")
+    parser.add_argument("--redis", help="Redis URL (default: $REDIS_URL)")
+    parser.add_argument("--json", action="store_true", help="machine report last")
+    parser.add_argument("--key-prefix", default="fluxion", help=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fluxion",
+        description="Share one DuckDB file between a web backend and an ETL.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the main job end to end, with a report")
+    _common(demo)
+    demo.add_argument("--data", help="folder of store exports (default: generate)")
+    demo.add_argument("--workers", type=int, default=4, help="ETL processes")
+    demo.add_argument("--days", type=int, default=2, help="generated days")
+    demo.add_argument("--rows-per-store", type=int, default=20_000)
+    demo.add_argument("--clients", type=int, default=8, help="traffic threads")
+    demo.add_argument("--port", type=int, default=0, help="backend port (0: free)")
+
+    gen = sub.add_parser("generate", help="write realistic store exports")
+    gen.add_argument("dir")
+    gen.add_argument("--stores", type=int, default=16)
+    gen.add_argument("--days", type=int, default=1)
+    gen.add_argument("--start", default="2026-01-05", help="first day, YYYY-MM-DD")
+    gen.add_argument("--rows-per-store", type=int, default=200_000)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--mixed", action="store_true", help="mix the real formats")
+    gen.add_argument("--json", action="store_true")
+
+    serve = sub.add_parser("serve", help="run the backend (uvicorn)")
+    _common(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+
+    etl = sub.add_parser("etl", help="load store exports")
+    etl_sub = etl.add_subparsers(dest="etl_command", required=True)
+    load = etl_sub.add_parser("load", help="load files or folders of exports")
+    _common(load)
+    load.add_argument("paths", nargs="+")
+    load.add_argument("--workers", type=int, default=1)
+    load.add_argument("--chunk-rows", type=int, default=None)
+
+    locks = sub.add_parser("locks", help="holders, waiters and recent history")
+    _common(locks)
+    locks.add_argument("--history", type=int, default=20)
+    locks.add_argument("--watch", type=float, default=0, metavar="SECONDS")
+    return parser
+
+
+def _required(value: str | None, option: str, variable: str) -> str:
+    if value:
+        return value
+    raise SystemExit(
+        f"fluxion: no {option} given; pass {option} or set {variable}"
+    )
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    command = args.command if args.command != "etl" else "etl_load"
+    return int(_COMMANDS[command](args, environ) or 0)
+
+
+def _emit(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, default=str))
+
+
+def cmd_generate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from datetime import date
+
+    from etl.generate import generate_exports
+
+    started = time.monotonic()
+    files = generate_exports(
+        Path(args.dir),
+        stores=args.stores,
+        start=date.fromisoformat(args.start),
+        ndays=args.days,
+        rows_per_store=args.rows_per_store,
+        seed=args.seed,
+        formats="mixed" if args.mixed else "canonical",
+    )
+    took = time.monotonic() - started
+    print(f"wrote {len(files)} files under {args.dir} in {took:.1f}s", file=sys.stderr)
+    _emit({"files": len(files), "dir": args.dir, "seconds": round(took, 2)}, args.json)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from .serve import run
+    from .settings import Settings
+
+    env = dict(environ)
+    if args.db:
+        env["FLUXION_DB"] = args.db
+    if args.redis:
+        env["REDIS_URL"] = args.redis
+    if args.key_prefix != "fluxion":
+        env["FLUXION_KEY_PREFIX"] = args.key_prefix
+    settings = Settings.from_env(env)
+    run(settings, host=args.host, port=args.port, workers=args.workers, environ=env)
+    return 0
+
+
+def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from lockmanager import LeaseConfig
+
+    from etl.loader import DEFAULT_CHUNK_ROWS, expand_paths
+    from etl.parallel import load_files
+
+    db = _required(args.db or environ.get("FLUXION_DB"), "--db", "FLUXION_DB")
+    redis_url = _required(args.redis or environ.get("REDIS_URL"), "--redis", "REDIS_URL")
+    paths = expand_paths(args.paths)
+    report = load_files(
+        paths,
+        redis_url=redis_url,
+        db_path=db,
+        config=LeaseConfig(key_prefix=args.key_prefix),
+        workers=args.workers,
+        chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
+    )
+    summary = report.as_dict()
+    for rejected in summary["files_rejected"]:
+        print(f"rejected: {rejected['reason']}", file=sys.stderr)
+    print(
+        f"{summary['files']} files: {summary['rows_loaded']} rows loaded,"
+        f" {summary['rows_rejected']} quarantined, {summary['rows_skipped']} skipped"
+        f" (already loaded), {len(summary['files_rejected'])} files rejected;"
+        f" {summary['rows_per_s']} rows/s, lock wait {summary['lock_wait_s']}s",
+        file=sys.stderr,
+    )
+    _emit(summary, args.json)
+    return 0 if summary["reconciled"] else 1
+
+
+def cmd_locks(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from lockmanager import DuckDBWriteLockManager, LeaseConfig
+
+    from .locks_view import render_table
+
+    db = _required(args.db or environ.get("FLUXION_DB"), "--db", "FLUXION_DB")
+    redis_url = _required(args.redis or environ.get("REDIS_URL"), "--redis", "REDIS_URL")
+    mgr = DuckDBWriteLockManager(
+        redis_url, db, config=LeaseConfig(key_prefix=args.key_prefix)
+    )
+    try:
+        while True:
+            view = mgr.inspect(history=args.history)
+            if args.json:
+                print(json.dumps(view, default=str), flush=True)
+            else:
+                print(render_table(view), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        mgr.close()
+
+
+def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from .demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        data=Path(args.data) if args.data else None,
+        db=Path(args.db or environ.get("FLUXION_DB") or "") if (
+            args.db or environ.get("FLUXION_DB")) else None,
+        redis_url=args.redis or environ.get("REDIS_URL"),
+        workers=args.workers,
+        days=args.days,
+        rows_per_store=args.rows_per_store,
+        clients=args.clients,
+        port=args.port,
+        key_prefix=args.key_prefix,
+    )
+    report = run_demo(options)
+    _emit(report, args.json)
+    return 0 if report["ok"] else 1
+
+
+_COMMANDS = {
+    "demo": cmd_demo,
+    "generate": cmd_generate,
+    "serve": cmd_serve,
+    "etl_load": cmd_etl_load,
+    "locks": cmd_locks,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
