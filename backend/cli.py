@@ -133,7 +133,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.key_prefix != "fluxion":
         env["FLUXION_KEY_PREFIX"] = args.key_prefix
     settings = Settings.from_env(env)
-    run(settings, host=args.host, port=args.port, workers=args.workers, environ=env)
+    run(settings, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 

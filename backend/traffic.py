@@ -70,6 +70,7 @@ class Traffic:
         stores: int = 16,
         write_share: float = 0.3,
         max_requests: int = 200_000,
+        think_s: float = 0.05,
         seed: int = 0,
     ):
         self.base_url = base_url
@@ -78,6 +79,7 @@ class Traffic:
         self.stores = stores
         self.write_share = write_share
         self.max_requests = max_requests
+        self.think_s = think_s
         self.log = TrafficLog()
         self._stop = threading.Event()
         self._threads = [
@@ -108,6 +110,8 @@ class Traffic:
                     self._write(client, rng, my_users, my_orders)
                 else:
                     self._read(client, rng)
+                # a person (or a dashboard) pauses between requests
+                self._stop.wait(rng.uniform(0, 2 * self.think_s))
 
     def _span(self, rng: random.Random) -> dict[str, str]:
         first, last = self.days

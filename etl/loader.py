@@ -36,6 +36,10 @@ log = logging.getLogger("etl.loader")
 
 # One DuckDB row group: chunks this large go straight to the file.
 DEFAULT_CHUNK_ROWS = 122_880
+# A write turn lasts at least this long before it yields to a waiter, so
+# small chunks (a small store's day) do not pay a file open per chunk. It
+# bounds how long the backend waits: one turn, not one file.
+DEFAULT_MIN_TURN = 0.25
 _PARSE_AHEAD = 3
 
 
@@ -137,6 +141,7 @@ class Loader:
         force: format fields to force instead of detecting them.
         options: passed to `read_export` (date window, stores, tolerance).
         on_progress: called with (file report, rows just committed).
+        min_turn: seconds a write turn lasts before yielding to a waiter.
     """
 
     def __init__(
@@ -148,6 +153,7 @@ class Loader:
         options: dict[str, Any] | None = None,
         on_progress: Callable[[FileReport, int], None] | None = None,
         name: str = "etl",
+        min_turn: float = DEFAULT_MIN_TURN,
     ):
         self.manager = manager
         self.chunk_rows = chunk_rows
@@ -155,6 +161,8 @@ class Loader:
         self.options = options or {}
         self.on_progress = on_progress
         self.name = name
+        self.min_turn = min_turn
+        self._turn_started = 0.0
         self._lease: Lease | None = None
         self._report = LoadReport()
 
@@ -272,7 +280,8 @@ class Loader:
             report.rows_skipped += chunk.rows_read
         if self.on_progress:
             self.on_progress(report, chunk.rows_read)
-        if lease.contended:
+        held = time.monotonic() - self._turn_started
+        if held >= self.min_turn and lease.contended:
             self._give_back()
 
     def _write_chunk(
@@ -344,6 +353,7 @@ class Loader:
             )
             self._report.lock_wait_s += self._lease.wait_s
             self._report.turns += 1
+            self._turn_started = time.monotonic()
             with self._lease.transaction() as cur:
                 ensure_sales_schema(cur)
         return self._lease

@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS etl_quarantine (
     linea BIGINT,
     raw VARCHAR,
     reason VARCHAR NOT NULL,
-    at TIMESTAMP NOT NULL DEFAULT now()
+    quarantined_at TIMESTAMP NOT NULL DEFAULT now()
 );
 """
 

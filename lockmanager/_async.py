@@ -358,9 +358,12 @@ class _ReaderPool:
         self._opening = asyncio.Lock()
 
     def _usable(self, lease: Lease | None) -> bool:
+        # A degraded lease (Redis down) hears of no waiter, so it is never
+        # kept open: the next request, or a writer, must be able to get in.
         return (
             lease is not None
             and lease.state is LeaseState.HELD
+            and not lease.degraded
             and not lease._contended.is_set()
         )
 
