@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("paths", nargs="+")
     load.add_argument("--workers", type=int, default=1)
     load.add_argument("--chunk-rows", type=int, default=None)
+    load.add_argument(
+        "--lease-ttl", type=float, default=10.0,
+        help="seconds a lease lives without renewal; a crashed loader frees"
+        " the file this long after its last renewal (default 10)",
+    )
 
     locks = sub.add_parser("locks", help="holders, waiters and recent history")
     _common(locks)
@@ -150,7 +155,7 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         paths,
         redis_url=redis_url,
         db_path=db,
-        config=LeaseConfig(key_prefix=args.key_prefix),
+        config=LeaseConfig(key_prefix=args.key_prefix, lease_ttl=args.lease_ttl),
         workers=args.workers,
         chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
     )

@@ -251,11 +251,11 @@ def split_chunk(
     """
     wanted = [name for name in names if name]
     try:
-        table, clean = _parse(data, delimiter, names, wanted, encoding)
+        table = _parse(data, delimiter, names, wanted, encoding)
     except (UnicodeDecodeError, pa.ArrowInvalid):
-        table, clean = None, False
+        table = None
 
-    if table is not None and clean and table.num_rows == n_lines:
+    if table is not None and table.num_rows == n_lines:
         return RawColumns(table, np.arange(n_lines, dtype=np.int64), [])
     return _split_by_line(data, n_lines, encoding, delimiter, names, wanted)
 
@@ -266,18 +266,14 @@ def _parse(
     names: tuple[str, ...],
     wanted: list[str],
     encoding: str = "utf-8",
-) -> tuple[pa.Table, bool]:
+) -> pa.Table:
     # Other encodings are parsed as bytes and decoded column by column
     # afterwards: delimiters and quotes are ASCII in every encoding read
     # here, and most columns turn out to be pure ASCII.
     kind = pa.string() if encoding == "utf-8" else pa.binary()
     column_names = [name or f"_unused_{i}" for i, name in enumerate(names)]
-    malformed: list[object] = []
-
-    def note_malformed(row: object) -> str:
-        malformed.append(row)
-        return "skip"
-
+    # No invalid-row handler: a malformed line makes Arrow raise, and the
+    # caller then checks that chunk line by line.
     table = pacsv.read_csv(
         pa.py_buffer(text),
         read_options=pacsv.ReadOptions(column_names=column_names),
@@ -285,7 +281,6 @@ def _parse(
             delimiter=delimiter,
             newlines_in_values=False,
             ignore_empty_lines=False,
-            invalid_row_handler=note_malformed,
         ),
         convert_options=pacsv.ConvertOptions(
             include_columns=wanted,
@@ -297,7 +292,7 @@ def _parse(
     if encoding != "utf-8":
         decoded = [_decoded(column, encoding) for column in table.columns]
         table = pa.table(decoded, names=table.column_names)
-    return table, not malformed
+    return table
 
 
 def _decoded(column: pa.ChunkedArray, encoding: str) -> pa.ChunkedArray:
@@ -404,10 +399,10 @@ def _columns_of(
     if texts:
         joined = "\n".join(texts).encode("utf-8")
         try:
-            table, clean = _parse(joined, delimiter, names, wanted)
+            table = _parse(joined, delimiter, names, wanted)
         except pa.ArrowInvalid:
-            clean = False
-        if clean and table.num_rows == len(texts):
+            table = None
+        if table is not None and table.num_rows == len(texts):
             return table
 
     positions = {name: i for i, name in enumerate(names) if name}

@@ -256,7 +256,7 @@ def file_store_day(
         FileRejected: the file cannot be read at all.
     """
     seen: set[tuple[int, date]] = set()
-    for chunk in read_export(path, fmt=fmt, chunk_rows=1 << 20):
+    for chunk in read_export(path, fmt=fmt):
         keys = chunk.table.group_by(["ubicacion_id", "fecha"]).aggregate([])
         stores, days = keys["ubicacion_id"].to_pylist(), keys["fecha"].to_pylist()
         seen.update(zip(stores, days, strict=True))
@@ -287,8 +287,7 @@ def _detect_csv(path: Path, facts: FileFacts, forced: dict[str, str]) -> ExportF
     raw_header = facts.header.removeprefix(codecs.BOM_UTF8)
     text = raw_header.decode(encoding, errors="replace")
     delimiter = forced.get("delimiter") or _pick_delimiter(path, text)
-    names = next(csv.reader([text], delimiter=delimiter))
-    columns, language = _map_header(path, names)
+    columns, language = _map_header(path, _header_names(path, text, delimiter))
 
     with open(path, "rb") as handle:
         handle.seek(facts.header_end)
@@ -328,6 +327,20 @@ def _sample_rows(lines: list[str], delimiter: str, width: int) -> list[list[str]
         if len(row) == width:
             rows.append(row)
     return rows
+
+
+def _header_names(path: Path, text: str, delimiter: str) -> list[str]:
+    if "\r" in text:
+        reason = (
+            "line 1 holds a bare carriage return (old Mac line ends?); "
+            "re-save the file with LF or CRLF line ends"
+        )
+        raise FileRejected(path, reason, line=1)
+    try:
+        return next(csv.reader([text], delimiter=delimiter))
+    except csv.Error as exc:
+        reason = f"line 1 is not a readable CSV header ({exc}); {_EXPECTED}"
+        raise FileRejected(path, reason, line=1) from None
 
 
 def _pick_delimiter(path: Path, header: str) -> str:

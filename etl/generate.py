@@ -250,7 +250,8 @@ class _Lines:
 
     @property
     def cents(self) -> np.ndarray:
-        return self.quantity * self.price
+        cents: np.ndarray = self.quantity * self.price
+        return cents
 
 
 def _write_file(

@@ -57,6 +57,8 @@ class FileReport:
     rows_rejected: int = 0
     rows_skipped: int = 0
     chunks: int = 0
+    store_day: tuple[int, Any] | None = None
+    replaces: str = ""
 
     @property
     def reconciled(self) -> bool:
@@ -165,6 +167,8 @@ class Loader:
         self._turn_started = 0.0
         self._lease: Lease | None = None
         self._report = LoadReport()
+        self._store_days: dict[tuple[int, Any], str] = {}
+        self._held_back: dict[str, list[Any]] = {}
 
     def load(self, paths: Sequence[Path]) -> LoadReport:
         started = time.monotonic()
@@ -196,8 +200,13 @@ class Loader:
                 " LEFT JOIN etl_batches b ON b.file_sha = f.file_sha"
                 " GROUP BY f.file_sha, f.chunk_rows"
             ).fetchall()
+            current = cur.execute(
+                "SELECT ubicacion_id, fecha, file_sha FROM etl_files"
+                " WHERE replaced_by IS NULL AND ubicacion_id IS NOT NULL"
+            ).fetchall()
         finally:
             cur.unregister("wanted_files")
+        self._store_days = {(int(s), d): sha for s, d, sha in current}
         return {
             sha: _Known(int(size), {int(i) for i in idx if i is not None})
             for sha, size, idx in rows
@@ -259,8 +268,7 @@ class Loader:
             self._reject(report, item)
             return
         if item == "end":
-            if report.status == "pending":
-                report.status = "loaded" if report.rows_loaded else "skipped"
+            self._finish(report)
             return
         if report.status == "rejected":
             return
@@ -271,58 +279,99 @@ class Loader:
         if seen and chunk.index in seen.loaded:
             report.rows_skipped += chunk.rows_read
             return
+        if chunk.index == 0 and seen is None:
+            report.store_day = _store_day(chunk.table)
+            earlier = self._store_days.get(report.store_day or (0, None))
+            if earlier and earlier != report.sha256:
+                report.replaces = earlier
+        if report.replaces:
+            # A corrected re-send: its chunks wait for one transaction, so a
+            # reader sees the old version or the new one, never both.
+            self._held_back.setdefault(report.sha256, []).append(chunk)
+            return
+        self._write(report, size, [chunk])
 
+    def _finish(self, report: FileReport) -> None:
+        waiting = self._held_back.pop(report.sha256, [])
+        if waiting and report.status != "rejected":
+            size = self.chunk_rows
+            self._write(report, size, waiting)
+            log.info(
+                "%s replaced the earlier load of store %s, day %s (file %s)",
+                report.path, *report.store_day, report.replaces[:12],
+            )
+        if report.status == "pending":
+            report.status = "loaded" if report.rows_loaded else "skipped"
+        if report.store_day and report.status == "loaded":
+            self._store_days[report.store_day] = report.sha256
+
+    def _write(self, report: FileReport, size: int, chunks: list[Any]) -> None:
         lease = self._ensure_lease()
-        if self._write_chunk(lease, report, size, chunk):
-            report.rows_loaded += chunk.table.num_rows
-            report.rows_rejected += len(chunk.rejected)
+        if self._write_chunks(lease, report, size, chunks):
+            report.rows_loaded += sum(c.table.num_rows for c in chunks)
+            report.rows_rejected += sum(len(c.rejected) for c in chunks)
         else:
-            report.rows_skipped += chunk.rows_read
+            report.rows_skipped += sum(c.rows_read for c in chunks)
         if self.on_progress:
-            self.on_progress(report, chunk.rows_read)
+            self.on_progress(report, sum(c.rows_read for c in chunks))
         held = time.monotonic() - self._turn_started
         if held >= self.min_turn and lease.contended:
             self._give_back()
 
-    def _write_chunk(
-        self, lease: Lease, report: FileReport, size: int, chunk: Any
+    def _write_chunks(
+        self, lease: Lease, report: FileReport, size: int, chunks: list[Any]
     ) -> bool:
-        """Insert one chunk with its batch record; False if already there."""
-        batch_id = f"{report.sha256}:{chunk.index}"
-        table: pa.Table = chunk.table
+        """Insert chunks with their batch records in one transaction.
+
+        Returns False, changing nothing, when the first chunk is already
+        there (another loader got to this file first).
+        """
+        first = f"{report.sha256}:{chunks[0].index}"
         with lease.transaction() as cur:
             done = cur.execute(
-                "SELECT 1 FROM etl_batches WHERE batch_id = ?", [batch_id]
+                "SELECT 1 FROM etl_batches WHERE batch_id = ?", [first]
             ).fetchone()
             if done:
                 return False
+            store, day = report.store_day or (None, None)
             cur.execute(
-                "INSERT INTO etl_files (file_sha, path, formato, chunk_rows)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [report.sha256, report.path, report.format, size],
+                "INSERT INTO etl_files (file_sha, path, ubicacion_id, fecha,"
+                " formato, chunk_rows) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [report.sha256, report.path, store, day, report.format, size],
             )
-            cur.register("chunk_rows_in", table)
-            try:
-                cur.execute(
-                    "INSERT INTO ventas_raw BY NAME"
-                    " SELECT *, ? AS batch_id FROM chunk_rows_in",
-                    [batch_id],
-                )
-            finally:
-                cur.unregister("chunk_rows_in")
-            if chunk.rejected:
-                self._quarantine(cur, batch_id, report.path, chunk.rejected)
-            cur.execute(
-                "INSERT INTO etl_batches (batch_id, file_sha, chunk_index,"
-                " first_line, last_line, rows_read, rows_loaded, rows_rejected,"
-                " fence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    batch_id, report.sha256, chunk.index, chunk.first_line,
-                    chunk.last_line, chunk.rows_read, table.num_rows,
-                    len(chunk.rejected), lease.fence,
-                ],
-            )
+            if report.replaces:
+                _retire_file(cur, report.replaces, report.sha256)
+            for chunk in chunks:
+                self._insert_chunk(cur, lease, report, chunk)
         return True
+
+    def _insert_chunk(
+        self, cur: Any, lease: Lease, report: FileReport, chunk: Any
+    ) -> None:
+        batch_id = f"{report.sha256}:{chunk.index}"
+        table: pa.Table = chunk.table
+        cur.register("chunk_rows_in", table)
+        try:
+            cur.execute(
+                "INSERT INTO ventas_raw BY NAME"
+                " SELECT *, ? AS batch_id FROM chunk_rows_in",
+                [batch_id],
+            )
+        finally:
+            cur.unregister("chunk_rows_in")
+        if chunk.rejected:
+            self._quarantine(cur, batch_id, report.path, chunk.rejected)
+        cur.execute(
+            "INSERT INTO etl_batches (batch_id, file_sha, chunk_index,"
+            " first_line, last_line, rows_read, rows_loaded, rows_rejected,"
+            " fence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                batch_id, report.sha256, chunk.index, chunk.first_line,
+                chunk.last_line, chunk.rows_read, table.num_rows,
+                len(chunk.rejected), lease.fence,
+            ],
+        )
 
     @staticmethod
     def _quarantine(cur: Any, batch_id: str, path: str, rejected: list[Any]) -> None:
@@ -363,3 +412,24 @@ class Loader:
         if lease is not None:
             self.manager.release(lease)
 
+
+def _store_day(table: pa.Table) -> tuple[int, Any] | None:
+    """The one (store, day) of a chunk's rows, or None if it has several."""
+    keys = table.group_by(["ubicacion_id", "fecha"]).aggregate([])
+    if keys.num_rows != 1:
+        return None
+    return int(keys["ubicacion_id"][0].as_py()), keys["fecha"][0].as_py()
+
+
+def _retire_file(cur: Any, old_sha: str, new_sha: str) -> None:
+    """Remove an earlier version's rows; keep its records, marked replaced.
+
+    The old file's batch records stay, so rerunning the old file later is
+    still a no-op instead of bringing its rows back.
+    """
+    cur.execute(
+        "DELETE FROM ventas_raw WHERE starts_with(batch_id, ?)", [old_sha + ":"]
+    )
+    cur.execute(
+        "UPDATE etl_files SET replaced_by = ? WHERE file_sha = ?", [new_sha, old_sha]
+    )

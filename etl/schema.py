@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS etl_files (
     chunk_rows INTEGER NOT NULL,
     started_at TIMESTAMP NOT NULL DEFAULT now()
 );
+-- A corrected re-send of a store-day replaces the earlier file's rows.
+ALTER TABLE etl_files ADD COLUMN IF NOT EXISTS replaced_by VARCHAR;
 
 -- One row per loaded chunk, committed in the same transaction as its rows.
 CREATE TABLE IF NOT EXISTS etl_batches (

@@ -25,7 +25,7 @@ value by value (surrounding spaces are then forgiven).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -364,7 +364,7 @@ def _totals_agree(
     # settled with Python integers.
     risky = np.abs(counts.astype(np.float64) * prices) > 4e18
     product = np.where(risky, 0, counts) * prices
-    agree = np.abs(product - totals) <= limit
+    agree = np.asarray(np.abs(product - totals) <= limit, dtype=bool)
     for row in np.flatnonzero(risky):
         exact = int(counts[row]) * int(prices[row]) - int(totals[row])
         agree[row] = abs(exact) <= limit
@@ -380,7 +380,7 @@ def _reasons(
 ) -> list[tuple[int, str]]:
     rows = raw.take(pa.array(positions)).to_pylist()
     start, end = rules.window
-    messages = {
+    messages: dict[str, Callable[[dict[str, str]], str]] = {
         "store": lambda r: f"store id {r['ubicacion_id']!r} is not a whole number",
         "store_unknown": lambda r: (
             f"store {r['ubicacion_id'].strip()} is not a known store "

@@ -81,3 +81,94 @@ def test_loader_yields_between_chunks_only_when_someone_waits(
 
     assert busy.turns > 1, "the loader never yielded to the waiting reader"
     assert waits and max(waits) < 5.0
+
+
+def _batches(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM etl_batches").fetchone()[0]
+    except duckdb.CatalogException:
+        return 0
+    finally:
+        con.close()
+
+
+def _load(paths, redis_url, db, prefix, **kwargs):
+    return load_files(
+        expand_paths(paths), redis_url=redis_url, db_path=str(db),
+        config=LeaseConfig(key_prefix=prefix), **kwargs,
+    ).as_dict()
+
+
+def test_corrected_store_day_file_replaces_the_earlier_load(
+    shared_data, redis_url, tmp_path, key_prefix
+):
+    """A re-sent store-day file replaces the first version; the old one stays out."""
+    source = shared_data / "exports" / "2010-12-01" / "store_02_2010-12-01.csv"
+    header, first, *rest = source.read_text().splitlines(keepends=True)
+    fields = first.split(",")
+    fields[4] = str(int(fields[4]) + 1000)  # one corrected quantity...
+    fields[6] = str(Decimal(fields[4]) * Decimal(fields[5]))  # ...and its total
+    corrected = tmp_path / "resent" / source.name
+    corrected.parent.mkdir()
+    corrected.write_text(header + ",".join(fields) + "".join(rest))
+    db = tmp_path / "ventas.duckdb"
+
+    _load([source], redis_url, db, key_prefix)
+    before = _totals(db)
+    report = _load([corrected], redis_url, db, key_prefix)
+    after = _totals(db)
+    again = _load([source], redis_url, db, key_prefix)
+
+    assert report["rows_loaded"] == before[0]
+    assert after[0] == before[0] and after[1] == before[1] + 1000
+    assert again["rows_loaded"] == 0 and _totals(db) == after
+
+
+def test_etl_killed_at_any_point_then_rerun_loads_each_row_once(
+    shared_data, redis_url, tmp_path, key_prefix
+):
+    """SIGKILL mid-load (waiting, inside or between chunks), rerun: exact totals."""
+    import json
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    folder = shared_data / "exports" / "2010-12-01"
+    manifest = json.loads((shared_data / "manifest.json").read_text())
+    want = [f for f in manifest["files"] if f["path"].startswith("exports/2010-12-01/")]
+    db = tmp_path / "ventas.duckdb"
+    cmd = [sys.executable, "-m", "backend.cli", "etl", "load", str(folder),
+           "--db", str(db), "--redis", redis_url, "--key-prefix", key_prefix,
+           "--chunk-rows", "200", "--lease-ttl", "1"]
+    rng = random.Random(4)
+    root = Path(__file__).resolve().parents[1]
+    progress = []
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.2, 3.0))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        progress.append(_batches(db))
+    finished = subprocess.run(cmd + ["--json"], cwd=root, capture_output=True,
+                              text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    total_batches = _batches(db)
+    assert any(0 < n < total_batches for n in progress), (
+        f"no kill landed mid-load: batches after each kill {progress},"
+        f" {total_batches} in all"
+    )
+
+    rows, quantity, total, invoices = _totals(db)
+    assert rows == sum(f["rows"] for f in want)
+    assert quantity == sum(f["sum_quantity"] for f in want)
+    expected_total = sum(Decimal(f["sum_line_total"]) for f in want)
+    assert Decimal(total).quantize(Decimal("0.01")) == expected_total.quantize(
+        Decimal("0.01")
+    )
+    assert invoices == sum(f["distinct_invoices"] for f in want)
