@@ -200,9 +200,11 @@ def read_export(
     """Stream an export file as validated chunks.
 
     The file is checked, and its format detected unless `fmt` is given,
-    before this returns: `FileRejected` comes from the call, not from the
-    middle of the chunks. A file holding only its header yields no chunk.
-    Memory follows the chunk size, not the file size.
+    before this returns, so `FileRejected` comes from the call itself; only
+    a file that changes or a disk that fails mid-read, or a Parquet file
+    damaged inside, can raise it between chunks. A file holding only its
+    header yields no chunk. Up to two chunks are parsed ahead on worker
+    threads, so memory follows the chunk size, not the file size.
 
     Args:
         path: the export file.
