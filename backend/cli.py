@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--workers", type=int, default=1)
     load.add_argument("--chunk-rows", type=int, default=None)
     load.add_argument(
+        "--format", action="append", default=[], metavar="FIELD=VALUE",
+        help="force a detected format field instead of detecting it, e.g."
+        " encoding=cp1252, delimiter=';', decimal=',', date_format=dmy",
+    )
+    load.add_argument(
         "--lease-ttl", type=float, default=10.0,
         help="seconds a lease lives without renewal; a crashed loader frees"
         " the file this long after its last renewal (default 10)",
@@ -151,6 +156,7 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     db = _required(args.db or environ.get("FLUXION_DB"), "--db", "FLUXION_DB")
     redis_url = _required(args.redis or environ.get("REDIS_URL"), "--redis", "REDIS_URL")
     paths = expand_paths(args.paths)
+    force = _parse_force(args.format)
     report = load_files(
         paths,
         redis_url=redis_url,
@@ -158,6 +164,7 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         config=LeaseConfig(key_prefix=args.key_prefix, lease_ttl=args.lease_ttl),
         workers=args.workers,
         chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
+        force=force,
     )
     summary = report.as_dict()
     for rejected in summary["files_rejected"]:
@@ -171,6 +178,19 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     _emit(summary, args.json)
     return 0 if summary["reconciled"] else 1
+
+
+def _parse_force(items: list[str]) -> dict[str, str] | None:
+    force = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise SystemExit(
+                f"fluxion: --format takes FIELD=VALUE (e.g. encoding=cp1252),"
+                f" got {item!r}"
+            )
+        force[field.strip()] = value
+    return force or None
 
 
 def cmd_locks(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

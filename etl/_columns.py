@@ -23,8 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from etl.errors import FileRejected
-
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
@@ -414,47 +412,32 @@ def _columns_of(
 
 
 def open_parquet(path: Path) -> pq.ParquetFile:
-    """Open a Parquet export.
-
-    Raises:
-        FileRejected: it is not a Parquet file Arrow can read.
-    """
+    """Open a Parquet export (pyarrow raises if it is not one)."""
     import pyarrow.parquet as pq  # costs ~0.2 s to import; most exports are CSV
 
-    try:
-        return pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
-        reason = f"is not a readable Parquet file ({exc}); re-export it"
-        raise FileRejected(path, reason) from exc
+    return pq.ParquetFile(path)
 
 
 def parquet_slices(
-    path: Path, source: pq.ParquetFile, columns: tuple[str, ...], rows: int
+    source: pq.ParquetFile, columns: tuple[str, ...], rows: int
 ) -> Iterator[pa.Table]:
     """The used columns of a Parquet export in slices of exactly `rows` rows.
 
     `columns` maps each column of the file to its canonical name ('' for
     unused). The last slice may be shorter.
-
-    Raises:
-        FileRejected: the file turns out to be damaged.
     """
     names = source.schema_arrow.names
     wanted = [name for name, used in zip(names, columns, strict=True) if used]
     held: list[pa.RecordBatch] = []
     count = 0
-    try:
-        for batch in source.iter_batches(batch_size=min(rows, 1 << 16), columns=wanted):
-            held.append(batch)
-            count += batch.num_rows
-            while count >= rows:
-                table = pa.Table.from_batches(held)
-                held = table.slice(rows).to_batches()
-                count -= rows
-                yield table.slice(0, rows)
-    except (OSError, pa.ArrowException) as exc:
-        reason = f"is a damaged Parquet file ({exc}); re-export it"
-        raise FileRejected(path, reason) from exc
+    for batch in source.iter_batches(batch_size=min(rows, 1 << 16), columns=wanted):
+        held.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(held)
+            held = table.slice(rows).to_batches()
+            count -= rows
+            yield table.slice(0, rows)
     if count:
         yield pa.Table.from_batches(held)
 

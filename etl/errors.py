@@ -9,24 +9,42 @@ Everything the ETL raises on purpose derives from `EtlError`:
 `scan_file` is the one pass over a CSV export's bytes that decides the
 byte-level refusals before any row is read; what it learns on the way
 (encoding, BOM, line ends, where header and data end) is handed to format
-detection in `etl.formats`. Rows that merely break a rule are never raised:
-`etl.formats.read_export` quarantines them with a reason.
+detection in `etl.formats`, which then checks the header with
+`pick_delimiter`, `header_fields` and `check_header`.
+
+Rows that merely break a rule are never raised: `etl.formats.read_export`
+quarantines them with a reason.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["EtlError", "FileFacts", "FileRejected", "scan_file"]
+from etl._columns import CANONICAL, ENGLISH, map_header
+
+__all__ = [
+    "EtlError",
+    "FileFacts",
+    "FileRejected",
+    "check_header",
+    "header_fields",
+    "pick_delimiter",
+    "scan_file",
+]
 
 _BLOCK = 1 << 22
 # The five bytes Windows-1252 leaves undefined.
 _CP1252_HOLES = tuple(bytes([byte]) for byte in (0x81, 0x8D, 0x8F, 0x90, 0x9D))
+_EXPECTED = (
+    f"expected the English header {','.join(ENGLISH)} "
+    f"or the Spanish one {','.join(CANONICAL)}"
+)
 
 
 class EtlError(Exception):
@@ -248,3 +266,60 @@ def _settle_encoding(
                 raise FileRejected(path, reason, line=line)
             offset += len(block)
     return replace(facts, encoding="cp1252")
+
+
+def header_fields(path: Path, text: str, delimiter: str) -> list[str]:
+    """The fields of line 1 (decoded, without its line break).
+
+    Raises:
+        FileRejected: line 1 holds a bare carriage return or is not CSV.
+    """
+    if "\r" in text:
+        reason = (
+            "line 1 holds a bare carriage return (old Mac line ends?); "
+            "re-save the file with LF or CRLF line ends"
+        )
+        raise FileRejected(path, reason, line=1)
+    try:
+        return next(csv.reader([text], delimiter=delimiter))
+    except csv.Error as exc:
+        reason = f"line 1 is not a readable CSV header ({exc}); {_EXPECTED}"
+        raise FileRejected(path, reason, line=1) from None
+
+
+def pick_delimiter(path: Path, header: str) -> str:
+    """',' or ';', whichever line 1 holds more of.
+
+    Raises:
+        FileRejected: line 1 holds neither, so it is no header.
+    """
+    commas, semicolons = header.count(","), header.count(";")
+    if commas or semicolons:
+        return ";" if semicolons > commas else ","
+    reason = f"line 1 has no ',' or ';' separator, so it is not a header; {_EXPECTED}"
+    raise FileRejected(path, reason, line=1)
+
+
+def check_header(path: Path, names: list[str]) -> tuple[tuple[str, ...], str]:
+    """Canonical name per header field ('' if unused) and header language.
+
+    Raises:
+        FileRejected: a required column is missing or named twice, or
+            line 1 is no header at all.
+    """
+    header = map_header(names)
+    if header.repeated:
+        reason = f"header names {', '.join(header.repeated)} more than once; keep one"
+        raise FileRejected(path, reason, line=1)
+    if header.missing and not header.known:
+        shown = ",".join(names)[:80]
+        reason = f"line 1 is not a recognised header (found {shown!r}); {_EXPECTED}"
+        raise FileRejected(path, reason, line=1)
+    if header.missing:
+        english = [ENGLISH[CANONICAL.index(name)] for name in header.missing]
+        reason = (
+            f"header lacks required columns {', '.join(english)} "
+            f"({', '.join(header.missing)} in Spanish); {_EXPECTED}"
+        )
+        raise FileRejected(path, reason, line=1)
+    return header.columns, header.language

@@ -12,8 +12,8 @@ in them, so a chunk is a pure function of (file bytes, chunk_rows): the
 loader uses (file sha256, chunk index, chunk_rows) as a batch's identity.
 
 A file that cannot be read at all raises `FileRejected` before its first
-chunk (the whole-file checks live beside that error, in `etl.errors`); no
-Arrow, codec or OS error reaches the caller. Parquet files
+chunk (the whole-file checks, bytes and header, live beside that error in
+`etl.errors`); no Arrow, codec or OS error reaches the caller. Parquet files
 (`.parquet`) are read too, with either header language; their "line" numbers
 are row numbers plus one, as if a header line came first.
 """
@@ -30,22 +30,29 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from etl._columns import (
     CANONICAL,
-    ENGLISH,
     line_bounds,
     line_chunks,
-    map_header,
     open_parquet,
     parquet_slices,
     split_chunk,
     string_columns,
 )
-from etl.errors import EtlError, FileFacts, FileRejected, scan_file
+from etl.errors import (
+    EtlError,
+    FileFacts,
+    FileRejected,
+    check_header,
+    header_fields,
+    pick_delimiter,
+    scan_file,
+)
 from etl.validate import (
     DATE_FORMATS,
     DATE_WORDS,
@@ -56,6 +63,9 @@ from etl.validate import (
     guess_date_format,
     guess_decimal,
 )
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -79,10 +89,6 @@ _FORCEABLE = {
     "decimal": (".", ","),
     "date_format": tuple(DATE_FORMATS),
 }
-_EXPECTED = (
-    f"expected the English header {','.join(ENGLISH)} "
-    f"or the Spanish one {','.join(CANONICAL)}"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +294,8 @@ def _detect_csv(path: Path, facts: FileFacts, forced: dict[str, str]) -> ExportF
     encoding = forced.get("encoding") or facts.encoding or "utf-8"
     raw_header = facts.header.removeprefix(codecs.BOM_UTF8)
     text = raw_header.decode(encoding, errors="replace")
-    delimiter = forced.get("delimiter") or _pick_delimiter(path, text)
-    columns, language = _map_header(path, _header_names(path, text, delimiter))
+    delimiter = forced.get("delimiter") or pick_delimiter(path, text)
+    columns, language = check_header(path, header_fields(path, text, delimiter))
 
     with open(path, "rb") as handle:
         handle.seek(facts.header_end)
@@ -331,47 +337,6 @@ def _sample_rows(lines: list[str], delimiter: str, width: int) -> list[list[str]
     return rows
 
 
-def _header_names(path: Path, text: str, delimiter: str) -> list[str]:
-    if "\r" in text:
-        reason = (
-            "line 1 holds a bare carriage return (old Mac line ends?); "
-            "re-save the file with LF or CRLF line ends"
-        )
-        raise FileRejected(path, reason, line=1)
-    try:
-        return next(csv.reader([text], delimiter=delimiter))
-    except csv.Error as exc:
-        reason = f"line 1 is not a readable CSV header ({exc}); {_EXPECTED}"
-        raise FileRejected(path, reason, line=1) from None
-
-
-def _pick_delimiter(path: Path, header: str) -> str:
-    commas, semicolons = header.count(","), header.count(";")
-    if commas or semicolons:
-        return ";" if semicolons > commas else ","
-    reason = f"line 1 has no ',' or ';' separator, so it is not a header; {_EXPECTED}"
-    raise FileRejected(path, reason, line=1)
-
-
-def _map_header(path: Path, names: list[str]) -> tuple[tuple[str, ...], str]:
-    header = map_header(names)
-    if header.repeated:
-        reason = f"header names {', '.join(header.repeated)} more than once; keep one"
-        raise FileRejected(path, reason, line=1)
-    if header.missing and not header.known:
-        shown = ",".join(names)[:80]
-        reason = f"line 1 is not a recognised header (found {shown!r}); {_EXPECTED}"
-        raise FileRejected(path, reason, line=1)
-    if header.missing:
-        english = [ENGLISH[CANONICAL.index(name)] for name in header.missing]
-        reason = (
-            f"header lacks required columns {', '.join(english)} "
-            f"({', '.join(header.missing)} in Spanish); {_EXPECTED}"
-        )
-        raise FileRejected(path, reason, line=1)
-    return header.columns, header.language
-
-
 def _guess_values(
     rows: list[list[str]],
     columns: tuple[str, ...],
@@ -395,10 +360,10 @@ def _guess_values(
 
 
 def _detect_parquet(path: Path, forced: dict[str, str]) -> ExportFormat:
-    source = open_parquet(path)
-    columns, language = _map_header(path, list(source.schema_arrow.names))
+    source = _open_parquet(path)
+    columns, language = check_header(path, list(source.schema_arrow.names))
     pair = ("fecha", "precio_unitario")
-    head = next(parquet_slices(path, source, columns, 2_000), None)
+    head = next(_parquet_slices(path, source, columns, 2_000), None)
     rows: list[list[str]] = []
     if head is not None:
         text = string_columns(head, columns).select(list(pair))
@@ -472,11 +437,29 @@ def _csv_chunk(
     )
 
 
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return open_parquet(path)
+    except (OSError, pa.ArrowException) as exc:
+        reason = f"is not a readable Parquet file ({exc}); re-export it"
+        raise FileRejected(path, reason) from exc
+
+
+def _parquet_slices(
+    path: Path, source: pq.ParquetFile, columns: tuple[str, ...], rows: int
+) -> Iterator[pa.Table]:
+    try:
+        yield from parquet_slices(source, columns, rows)
+    except (OSError, pa.ArrowException) as exc:
+        reason = f"is a damaged Parquet file ({exc}); re-export it"
+        raise FileRejected(path, reason) from exc
+
+
 def _parquet_chunks(
     path: Path, fmt: ExportFormat, chunk_rows: int, rules: RowRules
 ) -> Iterator[ParsedChunk]:
-    source = open_parquet(path)
-    slices = parquet_slices(path, source, fmt.columns, chunk_rows)
+    source = _open_parquet(path)
+    slices = _parquet_slices(path, source, fmt.columns, chunk_rows)
     for index, part in enumerate(slices):
         first = 2 + index * chunk_rows
         yield _parquet_chunk(

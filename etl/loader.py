@@ -106,6 +106,15 @@ class LoadReport:
             "elapsed_s": round(self.elapsed_s, 3),
             "rows_per_s": round(loaded / self.elapsed_s) if self.elapsed_s else 0,
             "reconciled": all(f.reconciled for f in self.files),
+            "per_file": [
+                {
+                    "path": f.path, "format": f.format, "status": f.status,
+                    "rows_read": f.rows_read, "rows_loaded": f.rows_loaded,
+                    "rows_rejected": f.rows_rejected,
+                    "rows_skipped": f.rows_skipped, "reconciled": f.reconciled,
+                }
+                for f in self.files
+            ],
         }
 
 
@@ -142,7 +151,7 @@ class Loader:
         chunk_rows: rows per chunk for files seen for the first time.
         force: format fields to force instead of detecting them.
         options: passed to `read_export` (date window, stores, tolerance).
-        on_progress: called with (file report, rows just committed).
+        on_file_done: called with each file's report once it is settled.
         min_turn: seconds a write turn lasts before yielding to a waiter.
     """
 
@@ -153,7 +162,7 @@ class Loader:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         force: dict[str, str] | None = None,
         options: dict[str, Any] | None = None,
-        on_progress: Callable[[FileReport, int], None] | None = None,
+        on_file_done: Callable[[FileReport], None] | None = None,
         name: str = "etl",
         min_turn: float = DEFAULT_MIN_TURN,
     ):
@@ -161,7 +170,7 @@ class Loader:
         self.chunk_rows = chunk_rows
         self.force = force
         self.options = options or {}
-        self.on_progress = on_progress
+        self.on_file_done = on_file_done
         self.name = name
         self.min_turn = min_turn
         self._turn_started = 0.0
@@ -304,6 +313,8 @@ class Loader:
             report.status = "loaded" if report.rows_loaded else "skipped"
         if report.store_day and report.status == "loaded":
             self._store_days[report.store_day] = report.sha256
+        if self.on_file_done:
+            self.on_file_done(report)
 
     def _write(self, report: FileReport, size: int, chunks: list[Any]) -> None:
         lease = self._ensure_lease()
@@ -312,8 +323,6 @@ class Loader:
             report.rows_rejected += sum(len(c.rejected) for c in chunks)
         else:
             report.rows_skipped += sum(c.rows_read for c in chunks)
-        if self.on_progress:
-            self.on_progress(report, sum(c.rows_read for c in chunks))
         held = time.monotonic() - self._turn_started
         if held >= self.min_turn and lease.contended:
             self._give_back()
@@ -394,6 +403,8 @@ class Loader:
         report.status = "rejected"
         report.reason = str(exc)
         log.warning("file rejected: %s", exc)
+        if self.on_file_done:
+            self.on_file_done(report)
 
     def _ensure_lease(self) -> Lease:
         if self._lease is None:

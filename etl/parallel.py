@@ -8,6 +8,7 @@ order, so a store's days load in sequence.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import re
 import time
@@ -21,6 +22,7 @@ from lockmanager import DuckDBWriteLockManager, LeaseConfig
 
 from .loader import DEFAULT_CHUNK_ROWS, FileReport, LoadReport, Loader
 
+log = logging.getLogger("etl")
 _STORE = re.compile(r"store_(\d+)")
 
 
@@ -44,6 +46,7 @@ def load_files(
     config: LeaseConfig | None = None,
     workers: int = 1,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    force: dict[str, str] | None = None,
     options: dict[str, Any] | None = None,
 ) -> LoadReport:
     """Load `paths` with `workers` processes; one merged report."""
@@ -52,13 +55,15 @@ def load_files(
     report = LoadReport()
     if len(groups) <= 1:
         for group in groups:
-            report.merge(_run(group, redis_url, db_path, config, chunk_rows, options, 0))
+            report.merge(
+                _run(group, redis_url, db_path, config, chunk_rows, force, options, 0)
+            )
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
             futures = [
                 pool.submit(_run_remote, group, redis_url, db_path, config,
-                            chunk_rows, options, i)
+                            chunk_rows, force, options, i)
                 for i, group in enumerate(groups)
             ]
             for future in futures:
@@ -69,21 +74,37 @@ def load_files(
 
 def _run(
     group: list[Path], redis_url: str, db_path: str, config: LeaseConfig | None,
-    chunk_rows: int, options: dict[str, Any] | None, index: int,
+    chunk_rows: int, force: dict[str, str] | None,
+    options: dict[str, Any] | None, index: int,
 ) -> LoadReport:
     manager = DuckDBWriteLockManager(
         redis_url, db_path, config=config, name=f"etl-worker-{index}"
     )
     try:
         loader = Loader(
-            manager, chunk_rows=chunk_rows, options=options, name=f"etl-worker-{index}"
+            manager, chunk_rows=chunk_rows, force=force, options=options,
+            name=f"etl-worker-{index}", on_file_done=_log_file,
         )
         return loader.load(group)
     finally:
         manager.close()
 
 
+def _log_file(report: FileReport) -> None:
+    """One plain line per settled file."""
+    log.info(
+        "%s: %s, %d loaded, %d quarantined, %d skipped (%s)",
+        report.path, report.status, report.rows_loaded, report.rows_rejected,
+        report.rows_skipped, report.format,
+    )
+
+
 def _run_remote(*args: Any) -> dict[str, Any]:
+    # A spawned worker starts with no logging set up: this is its edge.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     report = _run(*args)
     return {
         "files": [asdict(f) for f in report.files],

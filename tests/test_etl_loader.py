@@ -173,3 +173,35 @@ def test_etl_killed_at_any_point_then_rerun_loads_each_row_once(
         Decimal("0.01")
     )
     assert invoices == sum(f["distinct_invoices"] for f in want)
+
+
+def test_every_variant_folder_loads_to_its_manifest_totals(
+    shared_data, redis_url, tmp_path, key_prefix
+):
+    """cp1252, `;` with decimal comma, BOM, Spanish header, Spanish Excel."""
+    import json
+
+    db = tmp_path / "ventas.duckdb"
+    report = _load([shared_data / "variants"], redis_url, db, key_prefix, workers=2)
+    groups = json.loads((shared_data / "manifest.json").read_text())["groups"]
+
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute(
+        "SELECT regexp_extract(f.path, 'variants/([^/]+)/', 1) AS folder,"
+        " count(*), sum(v.cantidad), sum(v.monto_total),"
+        " count(DISTINCT v.numero_factura)"
+        " FROM ventas_raw v JOIN etl_files f"
+        " ON f.file_sha = split_part(v.batch_id, ':', 1) GROUP BY folder"
+    ).fetchall()
+    con.close()
+
+    assert report["reconciled"] and report["rows_rejected"] == 0
+    assert len(rows) == 5
+    for folder, count, quantity, total, invoices in rows:
+        want = groups[f"variants/{folder}"]
+        assert (count, quantity, invoices) == (
+            want["rows"], want["sum_quantity"], want["distinct_invoices"]
+        ), folder
+        assert Decimal(total).quantize(Decimal("0.01")) == Decimal(
+            str(want["sum_line_total"])
+        ), folder
