@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import _core as core
+from ._connect import async_client_from_url
 from ._config import LeaseConfig, Mode, Priority
 from ._duck import ensure_fence_table, open_database
 from ._errors import LeaseLost, LeaseStateError, LeaseTimeout, short
@@ -49,7 +50,7 @@ class AsyncDuckDBWriteLockManager:
         name: str | None = None,
     ):
         if isinstance(client, str):
-            client = aioredis.Redis.from_url(client)
+            client = async_client_from_url(client)
         self._redis = client
         self.db_path = os.fspath(db_path)
         self.config = config or LeaseConfig()

@@ -138,14 +138,19 @@ class Status:
     fence: int | None
     ttl_left: float
     waiters: int
+    mode: Mode | None = None
+    priority: Priority | None = None
 
 
 def parse_status(reply: list[Any]) -> Status:
+    held = int(reply[0]) == 1
     return Status(
-        held=int(reply[0]) == 1,
+        held=held,
         fence=_fence(reply[1]),
         ttl_left=int(reply[2]) / 1000,
         waiters=int(reply[3]),
+        mode=CODE_MODE[_text(reply[4])] if held else None,
+        priority=Priority(_text(reply[5])) if held else None,
     )
 
 

@@ -250,7 +250,8 @@ return {1, now - tonumber(since)}
 """
 
 # STATUS: is this token still a holder, and does anyone wait?
-# ARGV: hist_len, token.  Returns {1, fence, ttl_left_ms, waiters} or {0, 0, 0, waiters}
+# ARGV: hist_len, token.
+# Returns {1, fence, ttl_left_ms, waiters, mode, prio} or {0, '', 0, waiters}
 STATUS = _PRELUDE + r"""
 local token = ARGV[2]
 local now = now_ms()
@@ -258,7 +259,8 @@ pump(now)
 local waiters = redis.call('ZCARD', K_Q)
 local held = holding(token, now)
 if not held then return {0, '', 0, waiters} end
-return {1, held[1], held[2], waiters}
+local h = redis.call('HMGET', hkey(token), 'mode', 'prio')
+return {1, held[1], held[2], waiters, h[1], h[2]}
 """
 
 # RESEED: the file recorded fence `floor` (e.g. after Redis lost its keys);

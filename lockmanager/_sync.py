@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _core as core
+from ._connect import client_from_url
 from ._config import LeaseConfig, Mode, Priority
 from ._duck import ensure_fence_table, open_database
 from ._errors import LeaseLost, LeaseTimeout, short
@@ -40,9 +41,10 @@ class DuckDBWriteLockManager:
     """Hands out leases on one DuckDB file, coordinated through Redis.
 
     Args:
-        client: a ``redis.Redis`` client or a ``redis://`` URL. Its socket
-            timeout, if any, must exceed ``config.renew_interval``: the
-            keeper blocks on its mailbox that long.
+        client: a ``redis.Redis`` client or a URL: ``redis://``,
+            ``redis+sentinel://`` or ``redis+cluster://`` (see `_connect`).
+            Its socket timeout, if any, must exceed the renewal interval:
+            the keeper blocks on its mailbox that long.
         db_path: the DuckDB file every process shares.
         config: lease timing; see `LeaseConfig`.
         name: how this process appears to operators.
@@ -57,7 +59,7 @@ class DuckDBWriteLockManager:
         name: str | None = None,
     ):
         if isinstance(client, str):
-            client = redis.Redis.from_url(client)
+            client = client_from_url(client)
         self._redis = client
         self.db_path = os.fspath(db_path)
         self.config = config or LeaseConfig()
@@ -169,6 +171,67 @@ class DuckDBWriteLockManager:
             if not lease.degraded:
                 self._give_back(lease.token)
         log.debug("released %r after %.3fs", lease, lease.held_s)
+
+    def detach(self, lease: Lease) -> str:
+        """Close the file but keep the turn; return the token to hand over.
+
+        The lease stays held in Redis (it expires within its TTL unless the
+        receiver adopts it), so a coordinator can take the turn and a worker
+        can use and release it. Only a holder of the token can release it.
+        """
+        keeper = self._keepers.pop(lease.token, None)
+        if keeper is not None:
+            keeper.stop()
+        lease.close_database()
+        lease.finish()
+        return lease.token
+
+    def adopt(
+        self,
+        token: str,
+        *,
+        wait_for: float | None = None,
+        name: str | None = None,
+        on_contended: Callback | None = None,
+        on_lost: Callback | None = None,
+    ) -> Lease:
+        """Take over a lease detached by another process, by its token.
+
+        Raises:
+            LeaseLost: no lease is held under this token (expired, released,
+                or a wrong token).
+            FileBusy: the file stayed locked for the whole budget.
+        """
+        started = time.monotonic()
+        budget = self.config.wait_for if wait_for is None else wait_for
+        status = self._status(token)
+        if not status.held or status.mode is None or status.priority is None:
+            raise LeaseLost(
+                f"cannot adopt lease {short(token)} on {self.key}: no lease is"
+                " held under that token (expired, released, or never granted)",
+                key=self.key, token=token, why="not held",
+            )
+        con = open_database(
+            self.db_path, read_only=status.mode is Mode.SHARED,
+            budget=budget, key=self.key, token=token,
+        )
+        lease = Lease(
+            key=self.key, token=token, mode=status.mode,
+            priority=status.priority, name=name or self.name, fence=status.fence,
+            connection=con, wait_s=time.monotonic() - started,
+            status=lambda: self._status(token), on_contended=on_contended,
+            on_lost=on_lost,
+        )
+        lease.valid_until = started + status.ttl_left
+        keeper = _Keeper(self, lease)
+        self._keepers[token] = keeper
+        keeper.start()
+        return lease
+
+    def release_token(self, token: str) -> bool:
+        """Give back a lease held under `token`; False if none was held."""
+        reply = self._call("release", token)
+        return int(reply[0]) == 1
 
     def inspect(self, history: int = 50) -> dict[str, Any]:
         """Holders, waiters, fence, counters and the latest history events."""

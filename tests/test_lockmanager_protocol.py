@@ -307,3 +307,28 @@ def test_no_lease_keys_are_left_once_everything_is_released(
     left = sorted(k.decode().rsplit(":", 1)[-1] for k in client.scan_iter(f"{key_prefix}:*"))
 
     assert left == ["fence", "hist", "seq", "stats"]
+
+
+def test_lease_handed_to_another_process_by_token(
+    manager, redis_url, db_path, lease_config
+):
+    """A coordinator takes the turn, a worker with the token uses and ends it."""
+    coordinator = manager
+    lease = coordinator.acquire(Mode.EXCLUSIVE)
+    token = coordinator.detach(lease)
+    worker = DuckDBWriteLockManager(redis_url, db_path, config=lease_config)
+    stranger = DuckDBWriteLockManager(redis_url, db_path, config=lease_config)
+
+    adopted = worker.adopt(token)
+    with adopted.transaction() as cur:
+        cur.execute("INSERT INTO t VALUES ('worker', ?)", [adopted.fence])
+
+    assert adopted.fence == lease.fence
+    assert stranger.release_token("not-the-token") is False
+    assert len(stranger.inspect()["holders"]) == 1
+    worker.release(adopted)
+    assert stranger.inspect()["holders"] == []
+    with pytest.raises(LeaseLost):
+        worker.adopt(token)
+    worker.close()
+    stranger.close()
