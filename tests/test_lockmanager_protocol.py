@@ -332,3 +332,20 @@ def test_lease_handed_to_another_process_by_token(
         worker.adopt(token)
     worker.close()
     stranger.close()
+
+
+def test_decorator_form_never_runs_the_body_on_timeout(manager):
+    """`@manager.write(...)` as a decorator: a timeout skips the function."""
+    ran = []
+
+    @manager.write(wait_for=0.2)
+    def critical() -> None:
+        ran.append(True)
+
+    holder = manager.acquire(Mode.EXCLUSIVE)
+    with pytest.raises(LeaseTimeout):
+        critical()
+    manager.release(holder)
+    critical()
+
+    assert ran == [True]
