@@ -148,10 +148,9 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from lockmanager import LeaseConfig
-
     from etl.loader import DEFAULT_CHUNK_ROWS, expand_paths
     from etl.parallel import load_files
+    from lockmanager import LeaseConfig
 
     db = _required(args.db or environ.get("FLUXION_DB"), "--db", "FLUXION_DB")
     redis_url = _required(args.redis or environ.get("REDIS_URL"), "--redis", "REDIS_URL")

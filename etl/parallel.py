@@ -20,7 +20,7 @@ from typing import Any
 
 from lockmanager import DuckDBWriteLockManager, LeaseConfig
 
-from .loader import DEFAULT_CHUNK_ROWS, FileReport, LoadReport, Loader
+from .loader import DEFAULT_CHUNK_ROWS, FileReport, Loader, LoadReport
 
 log = logging.getLogger("etl")
 _STORE = re.compile(r"store_(\d+)")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,19 +25,20 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import _core as core
-from ._connect import async_client_from_url
+from ._base import ManagerBase
 from ._config import LeaseConfig, Mode, Priority
+from ._connect import async_client_from_url
 from ._duck import ensure_fence_table, open_database
-from ._errors import LeaseLost, LeaseStateError, LeaseTimeout, short
+from ._errors import LeaseStateError, short
 from ._lease import Callback, Lease, LeaseState
-from ._scripts import ALL, LOST
+from ._scripts import LOST
 from ._sync import REDIS_DOWN
 
 log = logging.getLogger("lockmanager")
 renew_log = logging.getLogger("lockmanager.renew")
 
 
-class AsyncDuckDBWriteLockManager:
+class AsyncDuckDBWriteLockManager(ManagerBase):
     """The asyncio twin of `DuckDBWriteLockManager`; same arguments."""
 
     def __init__(
@@ -51,12 +51,7 @@ class AsyncDuckDBWriteLockManager:
     ):
         if isinstance(client, str):
             client = async_client_from_url(client)
-        self._redis = client
-        self.db_path = os.fspath(db_path)
-        self.config = config or LeaseConfig()
-        self.key = core.prefix_for(self.config, self.db_path)
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self._scripts = {n: client.register_script(src) for n, src in ALL.items()}
+        super().__init__(client, db_path, config, name)
         self._keepers: dict[str, asyncio.Task[None]] = {}
         self._pool = _ReaderPool(self)
 
@@ -91,15 +86,15 @@ class AsyncDuckDBWriteLockManager:
         on_lost: Callback | None = None,
     ) -> Lease:
         """Wait for a turn and open the file; see the sync `acquire`."""
-        budget = self.config.wait_for if wait_for is None else wait_for
         started = time.monotonic()
-        deadline = started + budget
+        deadline = started + self._budget(wait_for)
         token = core.new_token()
         who = name or self.name
         try:
             grant = await self._wait_turn(token, mode, priority, who, started, deadline)
         except REDIS_DOWN as exc:
             return await self._acquire_degraded(mode, priority, who, deadline, exc)
+        granted_at = time.monotonic()
 
         try:
             con = await asyncio.to_thread(
@@ -118,20 +113,13 @@ class AsyncDuckDBWriteLockManager:
             raise
 
         loop = asyncio.get_running_loop()
-        lease = Lease(
-            key=self.key,
-            token=token,
-            mode=mode,
-            priority=priority,
-            name=who,
-            fence=fence,
-            connection=con,
-            wait_s=time.monotonic() - started,
+        lease = self._lease(
+            token=token, mode=mode, priority=priority, who=who, fence=fence,
+            con=con, started=started, granted_at=granted_at,
+            ttl_left=grant.ttl_left,
             status=lambda: self._status_from_thread(token, loop),
-            on_contended=on_contended,
-            on_lost=on_lost,
+            on_contended=on_contended, on_lost=on_lost,
         )
-        lease.valid_until = time.monotonic() + grant.ttl_left
         self._keepers[token] = asyncio.create_task(self._keep(lease))
         return lease
 
@@ -163,13 +151,8 @@ class AsyncDuckDBWriteLockManager:
         self, reason: str, *, by: str, token: str | None = None
     ) -> dict[str, Any]:
         """Take the lease from its holders; see the sync `force_release`."""
-        count, fence = await self._call("force_release", by, reason, token or "")
-        log.warning(
-            "force-release on %s by %s: %s holder(s) released, fence now %s;"
-            " reason: %s",
-            self.key, by, count, fence, reason,
-        )
-        return {"released": int(count), "fence": int(fence), "by": by, "reason": reason}
+        reply = await self._call("force_release", by, reason, token or "")
+        return self._forced(reply, by, reason)
 
     async def ping(self) -> bool:
         try:
@@ -186,9 +169,7 @@ class AsyncDuckDBWriteLockManager:
     # -- internals --------------------------------------------------------
 
     async def _call(self, script: str, *args: Any) -> Any:
-        return await self._scripts[script](
-            keys=[self.key], args=[self.config.history_len, *args]
-        )
+        return await self._scripts[script](**self._script_args(*args))
 
     async def _wait_turn(
         self,
@@ -199,10 +180,7 @@ class AsyncDuckDBWriteLockManager:
         started: float,
         deadline: float,
     ) -> core.Granted:
-        args = core.acquire_args(
-            self.config, token, mode, priority, who, core.owner_meta(who),
-            self.config.lease_ttl,
-        )[1:]
+        args = self._acquire_args(token, mode, priority, who)
         box = core.mailbox(self.key, token)
         try:
             while True:
@@ -211,15 +189,7 @@ class AsyncDuckDBWriteLockManager:
                     return step
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise LeaseTimeout(
-                        f"no {mode.value} lease on {self.key} within the wait"
-                        f" budget (position {step.position} in the queue). The"
-                        " file is busy; retry later or raise wait_for.",
-                        key=self.key,
-                        token=token,
-                        waited=time.monotonic() - started,
-                        retry_after=max(1.0, step.holder_expires_in or 1.0),
-                    )
+                    raise self._timeout(token, mode, started, step)
                 timeout = core.poll_timeout(step, remaining)
                 await self._redis.blpop([box], timeout=timeout)
         except BaseException as exc:
@@ -237,10 +207,7 @@ class AsyncDuckDBWriteLockManager:
         try:
             await self._call("release", token)
         except RedisError:
-            log.warning(
-                "could not release lease %s on %s; it frees itself within the"
-                " lease TTL (%.0fs)", short(token), self.key, self.config.lease_ttl,
-            )
+            self._warn_not_released(token)
 
     async def _settle_fence(self, con: Any, token: str, fence: int) -> int:
         recorded = await asyncio.to_thread(ensure_fence_table, con)
@@ -248,10 +215,7 @@ class AsyncDuckDBWriteLockManager:
             return fence
         reply = await self._call("reseed", token, recorded)
         if int(reply[0]) == LOST:
-            raise LeaseLost(
-                f"lease {short(token)} on {self.key} expired while opening the file",
-                key=self.key, token=token, why="expired",
-            )
+            raise self._lost(token, "expired while opening the file")
         return int(reply[1])
 
     async def _status(self, token: str) -> core.Status:
@@ -277,10 +241,7 @@ class AsyncDuckDBWriteLockManager:
         self, mode: Mode, priority: Priority, who: str, deadline: float,
         exc: BaseException,
     ) -> Lease:
-        log.warning(
-            "Redis unreachable (%s); degraded: taking %s through DuckDB's OS"
-            " lock alone, without queue fairness", exc, self.db_path,
-        )
+        self._warn_degraded(exc)
         started = time.monotonic()
         token = core.new_token()
         con = await asyncio.to_thread(
@@ -290,10 +251,9 @@ class AsyncDuckDBWriteLockManager:
         fence = None
         if mode is Mode.EXCLUSIVE:
             fence = await asyncio.to_thread(ensure_fence_table, con) + 1
-        return Lease(
-            key=self.key, token=token, mode=mode, priority=priority, name=who,
-            fence=fence, connection=con, wait_s=time.monotonic() - started,
-            status=None, degraded=True,
+        return self._lease(
+            token=token, mode=mode, priority=priority, who=who, fence=fence,
+            con=con, started=started, granted_at=started, ttl_left=0, status=None,
         )
 
     async def _keep(self, lease: Lease) -> None:
@@ -310,7 +270,7 @@ class AsyncDuckDBWriteLockManager:
                 item = None
                 await asyncio.sleep(min(timeout, 0.2))
             if item:
-                lease.notice(core._text(item[1]))
+                lease.notice(core.text(item[1]))
             if time.monotonic() >= due:
                 await self._renew(lease, lateness=time.monotonic() - due)
                 due = time.monotonic() + interval
@@ -318,29 +278,14 @@ class AsyncDuckDBWriteLockManager:
                 lease.mark_lost("not renewed within its TTL (Redis unreachable?)")
 
     async def _renew(self, lease: Lease, lateness: float) -> None:
-        interval = self.config.renew_interval
-        if lateness > interval / 2:
-            renew_log.warning(
-                "renewal of %r is %.2fs late (interval %.2fs); the event loop"
-                " may be blocked", lease, lateness, interval,
-            )
+        self._warn_late(lease, lateness)
         asked = time.monotonic()
-        max_hold = self.config.max_hold_for(lease.priority)
         try:
-            reply = await self._call(
-                "renew", lease.token, int(self.config.lease_ttl * 1000),
-                int(max_hold * 1000),
-            )
+            reply = await self._call("renew", *self._renew_args(lease))
         except RedisError:
             renew_log.warning("renewal of %r failed", lease, exc_info=True)
             return
-        outcome = core.parse_renew(reply)
-        if not outcome.held:
-            lease.mark_lost("expired before renewal")
-            return
-        lease.valid_until = asked + outcome.ttl_left
-        if outcome.waiters or outcome.max_hold_reached:
-            lease.notice("contended")
+        self._renewed(lease, reply, asked)
 
 
 class _ReaderPool:

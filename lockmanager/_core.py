@@ -71,13 +71,13 @@ def acquire_args(
     ]
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _fence(value: Any) -> int | None:
-    text = _text(value)
-    return int(text) if text else None
+    digits = text(value)
+    return int(digits) if digits else None
 
 
 @dataclass(frozen=True)
@@ -149,13 +149,13 @@ def parse_status(reply: list[Any]) -> Status:
         fence=_fence(reply[1]),
         ttl_left=int(reply[2]) / 1000,
         waiters=int(reply[3]),
-        mode=CODE_MODE[_text(reply[4])] if held else None,
-        priority=Priority(_text(reply[5])) if held else None,
+        mode=CODE_MODE[text(reply[4])] if held else None,
+        priority=Priority(text(reply[5])) if held else None,
     )
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
-    items = [_text(v) for v in flat]
+    items = [text(v) for v in flat]
     return dict(zip(items[::2], items[1::2]))
 
 
@@ -206,7 +206,7 @@ def parse_snapshot(reply: list[Any], key: str) -> dict[str, Any]:
     return {
         "key": key,
         "server_time_ms": now,
-        "fence": int(_text(reply[1])),
+        "fence": int(text(reply[1])),
         "holders": holders,
         "waiters": waiters,
         "counters": stats,
@@ -218,7 +218,7 @@ def parse_history(entries: list[Any]) -> list[dict[str, Any]]:
     out = []
     for entry_id, fields in entries:
         e = _pairs([x for kv in fields.items() for x in kv])
-        ms = int(_text(entry_id).split("-")[0])
+        ms = int(text(entry_id).split("-")[0])
         row: dict[str, Any] = {"at_ms": ms, "event": e.pop("event", "")}
         row["token"] = e.pop("token", "")[:8]
         for k in ("wait_ms", "hold_ms"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,12 +23,13 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _core as core
-from ._connect import client_from_url
+from ._base import ManagerBase
 from ._config import LeaseConfig, Mode, Priority
+from ._connect import client_from_url
 from ._duck import ensure_fence_table, open_database
-from ._errors import LeaseLost, LeaseTimeout, short
+from ._errors import LeaseTimeout, short
 from ._lease import Callback, Lease, LeaseState
-from ._scripts import ALL, LOST
+from ._scripts import LOST
 
 log = logging.getLogger("lockmanager")
 renew_log = logging.getLogger("lockmanager.renew")
@@ -37,7 +37,7 @@ renew_log = logging.getLogger("lockmanager.renew")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
-class DuckDBWriteLockManager:
+class DuckDBWriteLockManager(ManagerBase):
     """Hands out leases on one DuckDB file, coordinated through Redis.
 
     Args:
@@ -60,16 +60,8 @@ class DuckDBWriteLockManager:
     ):
         if isinstance(client, str):
             client = client_from_url(client)
-        self._redis = client
-        self.db_path = os.fspath(db_path)
-        self.config = config or LeaseConfig()
-        self.key = core.prefix_for(self.config, self.db_path)
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self._scripts = {n: client.register_script(src) for n, src in ALL.items()}
+        super().__init__(client, db_path, config, name)
         self._keepers: dict[str, _Keeper] = {}
-
-    def __repr__(self) -> str:
-        return f"<DuckDBWriteLockManager {self.key} db={self.db_path!r}>"
 
     @contextmanager
     def write(self, **kwargs: Any) -> Iterator[Lease]:
@@ -114,15 +106,15 @@ class DuckDBWriteLockManager:
                 runs; nothing is left in the queue.
             FileBusy: the turn came but a foreign process held the file.
         """
-        budget = self.config.wait_for if wait_for is None else wait_for
         started = time.monotonic()
-        deadline = started + budget
+        deadline = started + self._budget(wait_for)
         token = core.new_token()
         who = name or self.name
         try:
             grant = self._wait_turn(token, mode, priority, who, started, deadline)
         except REDIS_DOWN as exc:
             return self._acquire_degraded(mode, priority, who, deadline, exc)
+        granted_at = time.monotonic()
 
         try:
             con = open_database(
@@ -139,31 +131,19 @@ class DuckDBWriteLockManager:
             self._give_back(token)
             raise
 
-        lease = Lease(
-            key=self.key,
-            token=token,
-            mode=mode,
-            priority=priority,
-            name=who,
-            fence=fence,
-            connection=con,
-            wait_s=time.monotonic() - started,
-            status=lambda: self._status(token),
-            on_contended=on_contended,
-            on_lost=on_lost,
+        lease = self._lease(
+            token=token, mode=mode, priority=priority, who=who, fence=fence,
+            con=con, started=started, granted_at=granted_at,
+            ttl_left=grant.ttl_left, status=lambda: self._status(token),
+            on_contended=on_contended, on_lost=on_lost,
         )
-        lease.valid_until = time.monotonic() + grant.ttl_left
-        keeper = _Keeper(self, lease)
-        self._keepers[token] = keeper
-        keeper.start()
+        self._keep(lease)
         log.debug("granted %r after %.3fs", lease, lease.wait_s)
         return lease
 
     def release(self, lease: Lease) -> None:
         """Close the file (checkpointing a writer), then give the turn back."""
-        keeper = self._keepers.pop(lease.token, None)
-        if keeper is not None:
-            keeper.stop()
+        self._stop_keeper(lease)
         try:
             lease.close_database()
         finally:
@@ -179,9 +159,7 @@ class DuckDBWriteLockManager:
         receiver adopts it), so a coordinator can take the turn and a worker
         can use and release it. Only a holder of the token can release it.
         """
-        keeper = self._keepers.pop(lease.token, None)
-        if keeper is not None:
-            keeper.stop()
+        self._stop_keeper(lease)
         lease.close_database()
         lease.finish()
         return lease.token
@@ -203,29 +181,21 @@ class DuckDBWriteLockManager:
             FileBusy: the file stayed locked for the whole budget.
         """
         started = time.monotonic()
-        budget = self.config.wait_for if wait_for is None else wait_for
         status = self._status(token)
         if not status.held or status.mode is None or status.priority is None:
-            raise LeaseLost(
-                f"cannot adopt lease {short(token)} on {self.key}: no lease is"
-                " held under that token (expired, released, or never granted)",
-                key=self.key, token=token, why="not held",
-            )
+            raise self._lost(token, "cannot adopt: no lease is held under it")
         con = open_database(
             self.db_path, read_only=status.mode is Mode.SHARED,
-            budget=budget, key=self.key, token=token,
+            budget=self._budget(wait_for), key=self.key, token=token,
         )
-        lease = Lease(
-            key=self.key, token=token, mode=status.mode,
-            priority=status.priority, name=name or self.name, fence=status.fence,
-            connection=con, wait_s=time.monotonic() - started,
-            status=lambda: self._status(token), on_contended=on_contended,
-            on_lost=on_lost,
+        lease = self._lease(
+            token=token, mode=status.mode, priority=status.priority,
+            who=name or self.name, fence=status.fence, con=con, started=started,
+            granted_at=started, ttl_left=status.ttl_left,
+            status=lambda: self._status(token),
+            on_contended=on_contended, on_lost=on_lost,
         )
-        lease.valid_until = started + status.ttl_left
-        keeper = _Keeper(self, lease)
-        self._keepers[token] = keeper
-        keeper.start()
+        self._keep(lease)
         return lease
 
     def release_token(self, token: str) -> bool:
@@ -235,7 +205,8 @@ class DuckDBWriteLockManager:
 
     def inspect(self, history: int = 50) -> dict[str, Any]:
         """Holders, waiters, fence, counters and the latest history events."""
-        view = core.parse_snapshot(self._scripts["snapshot"](keys=[self.key]), self.key)
+        reply = self._scripts["snapshot"](keys=[self.key])
+        view = core.parse_snapshot(reply, self.key)
         entries = self._redis.xrevrange(core.history_key(self.key), count=history)
         view["history"] = core.parse_history(entries)
         return view
@@ -248,13 +219,8 @@ class DuckDBWriteLockManager:
         The old holders' next commit is refused, the next waiter is woken,
         and the history keeps who did it and why.
         """
-        count, fence = self._call("force_release", by, reason, token or "")
-        log.warning(
-            "force-release on %s by %s: %s holder(s) released, fence now %s;"
-            " reason: %s",
-            self.key, by, count, fence, reason,
-        )
-        return {"released": int(count), "fence": int(fence), "by": by, "reason": reason}
+        reply = self._call("force_release", by, reason, token or "")
+        return self._forced(reply, by, reason)
 
     def close(self) -> None:
         for keeper in list(self._keepers.values()):
@@ -264,9 +230,17 @@ class DuckDBWriteLockManager:
     # -- internals --------------------------------------------------------
 
     def _call(self, script: str, *args: Any) -> Any:
-        return self._scripts[script](
-            keys=[self.key], args=[self.config.history_len, *args]
-        )
+        return self._scripts[script](**self._script_args(*args))
+
+    def _keep(self, lease: Lease) -> None:
+        keeper = _Keeper(self, lease)
+        self._keepers[lease.token] = keeper
+        keeper.start()
+
+    def _stop_keeper(self, lease: Lease) -> None:
+        keeper = self._keepers.pop(lease.token, None)
+        if keeper is not None:
+            keeper.stop()
 
     def _wait_turn(
         self,
@@ -277,10 +251,7 @@ class DuckDBWriteLockManager:
         started: float,
         deadline: float,
     ) -> core.Granted:
-        args = core.acquire_args(
-            self.config, token, mode, priority, who, core.owner_meta(who),
-            self.config.lease_ttl,
-        )[1:]
+        args = self._acquire_args(token, mode, priority, who)
         box = core.mailbox(self.key, token)
         try:
             while True:
@@ -299,21 +270,6 @@ class DuckDBWriteLockManager:
                 self._cancel(token)
             raise
 
-    def _timeout(
-        self, token: str, mode: Mode, started: float, step: core.Queued
-    ) -> LeaseTimeout:
-        waited = time.monotonic() - started
-        retry = step.holder_expires_in or self.config.lease_ttl / 3
-        return LeaseTimeout(
-            f"no {mode.value} lease on {self.key} within the wait budget"
-            f" (position {step.position} in the queue). The file is busy;"
-            " retry later or raise wait_for.",
-            key=self.key,
-            token=token,
-            waited=waited,
-            retry_after=max(1.0, retry),
-        )
-
     def _cancel(self, token: str) -> None:
         try:
             self._call("cancel", token)
@@ -324,10 +280,7 @@ class DuckDBWriteLockManager:
         try:
             self._call("release", token)
         except RedisError:
-            log.warning(
-                "could not release lease %s on %s; it frees itself within the"
-                " lease TTL (%.0fs)", short(token), self.key, self.config.lease_ttl,
-            )
+            self._warn_not_released(token)
 
     def _settle_fence(self, con: Any, token: str, fence: int) -> int:
         """Make sure the lease's fence is above anything the file recorded."""
@@ -336,10 +289,7 @@ class DuckDBWriteLockManager:
             return fence
         reply = self._call("reseed", token, recorded)
         if int(reply[0]) == LOST:
-            raise LeaseLost(
-                f"lease {short(token)} on {self.key} expired while opening the file",
-                key=self.key, token=token, why="expired",
-            )
+            raise self._lost(token, "expired while opening the file")
         log.info(
             "fence on %s reseeded from %s to %s (Redis had lost its counter)",
             self.key, fence, reply[1],
@@ -353,10 +303,7 @@ class DuckDBWriteLockManager:
         self, mode: Mode, priority: Priority, who: str, deadline: float,
         exc: BaseException,
     ) -> Lease:
-        log.warning(
-            "Redis unreachable (%s); degraded: taking %s through DuckDB's OS"
-            " lock alone, without queue fairness", exc, self.db_path,
-        )
+        self._warn_degraded(exc)
         started = time.monotonic()
         token = core.new_token()
         con = open_database(
@@ -364,32 +311,16 @@ class DuckDBWriteLockManager:
             budget=deadline - started, key=self.key, token=token,
         )
         fence = ensure_fence_table(con) + 1 if mode is Mode.EXCLUSIVE else None
-        return Lease(
-            key=self.key, token=token, mode=mode, priority=priority, name=who,
-            fence=fence, connection=con, wait_s=time.monotonic() - started,
-            status=None, degraded=True,
+        return self._lease(
+            token=token, mode=mode, priority=priority, who=who, fence=fence,
+            con=con, started=started, granted_at=started, ttl_left=0, status=None,
         )
 
     def _renew(self, lease: Lease) -> None:
         """One renewal; called only from the lease's keeper thread."""
         asked = time.monotonic()
-        ttl = self.config.lease_ttl
-        max_hold = self.config.max_hold_for(lease.priority)
-        outcome = core.parse_renew(
-            self._call("renew", lease.token, int(ttl * 1000), int(max_hold * 1000))
-        )
-        if not outcome.held:
-            lease.mark_lost("expired before renewal")
-            return
-        lease.valid_until = asked + outcome.ttl_left
-        if outcome.waiters:
-            lease.notice("contended")
-        if outcome.max_hold_reached:
-            renew_log.warning(
-                "%r reached its max hold of %.0fs; it ends in %.1fs unless"
-                " released", lease, max_hold, outcome.ttl_left,
-            )
-            lease.notice("contended")
+        reply = self._call("renew", *self._renew_args(lease))
+        self._renewed(lease, reply, asked)
 
 
 class _Keeper(threading.Thread):
@@ -427,15 +358,10 @@ class _Keeper(threading.Thread):
             return None
         if item is None:
             return None
-        return core._text(item[1])
+        return core.text(item[1])
 
     def _renew_once(self, lateness: float) -> None:
-        interval = self._manager.config.renew_interval
-        if lateness > interval / 2:
-            renew_log.warning(
-                "renewal of %r is %.2fs late (interval %.2fs); the process may"
-                " be overloaded or paused", self._lease, lateness, interval,
-            )
+        self._manager._warn_late(self._lease, lateness)
         try:
             self._manager._renew(self._lease)
         except RedisError:

@@ -18,7 +18,11 @@ import pytest
 import redis
 
 from lockmanager import LeaseConfig
-from lockmanager.private_redis import PrivateRedis, start_private_redis, start_redis_server
+from lockmanager.private_redis import (
+    PrivateRedis,
+    start_private_redis,
+    start_redis_server,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -22,13 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def _prepare(redis_url: str, db: Path, prefix: str) -> None:
     config = LeaseConfig(key_prefix=prefix)
     mgr = DuckDBWriteLockManager(redis_url, db, config=config)
-    with mgr.write() as lease:
-        with lease.transaction() as cur:
-            cur.execute("CREATE SEQUENCE commit_no")
-            cur.execute(
-                "CREATE TABLE acks (n BIGINT DEFAULT nextval('commit_no'),"
-                " writer VARCHAR, seq BIGINT, fence BIGINT, rows BIGINT)"
-            )
+    with mgr.write() as lease, lease.transaction() as cur:
+        cur.execute("CREATE SEQUENCE commit_no")
+        cur.execute(
+            "CREATE TABLE acks (n BIGINT DEFAULT nextval('commit_no'),"
+            " writer VARCHAR, seq BIGINT, fence BIGINT, rows BIGINT)"
+        )
     mgr.close()
 
 

@@ -25,9 +25,8 @@ from lockmanager import (
 @pytest.fixture
 def manager(redis_url: str, db_path: Path, lease_config: LeaseConfig):
     mgr = DuckDBWriteLockManager(redis_url, db_path, config=lease_config)
-    with mgr.write() as lease:
-        with lease.transaction() as cur:
-            cur.execute("CREATE TABLE t (who VARCHAR, fence BIGINT)")
+    with mgr.write() as lease, lease.transaction() as cur:
+        cur.execute("CREATE TABLE t (who VARCHAR, fence BIGINT)")
     yield mgr
     mgr.close()
 
@@ -64,9 +63,8 @@ def _wait_for_waiters(mgr, n, timeout=5.0):
 
 def test_write_then_read_sees_committed_rows(manager):
     """A committed write is visible to the next reader."""
-    with manager.write() as lease:
-        with lease.transaction() as cur:
-            cur.execute("INSERT INTO t VALUES ('a', ?)", [lease.fence])
+    with manager.write() as lease, lease.transaction() as cur:
+        cur.execute("INSERT INTO t VALUES ('a', ?)", [lease.fence])
 
     with manager.read() as lease:
         rows = lease.cursor().execute("SELECT who FROM t").fetchall()
@@ -179,9 +177,8 @@ def test_timeout_never_runs_the_critical_section_and_leaves_no_waiter(manager):
     """A LeaseTimeout leaves the queue clean and says how long it waited."""
     holder = manager.acquire(Mode.EXCLUSIVE)
     ran = []
-    with pytest.raises(LeaseTimeout) as info:
-        with manager.write(wait_for=0.2):
-            ran.append(True)
+    with pytest.raises(LeaseTimeout) as info, manager.write(wait_for=0.2):
+        ran.append(True)
     manager.release(holder)
 
     assert ran == []
@@ -214,9 +211,8 @@ def test_force_release_fences_out_the_old_holder(manager):
     lease = manager.acquire(Mode.EXCLUSIVE)
     manager.force_release("stuck holder", by="test")
 
-    with pytest.raises(LeaseLost):
-        with lease.transaction() as cur:
-            cur.execute("INSERT INTO t VALUES ('stale', ?)", [lease.fence])
+    with pytest.raises(LeaseLost), lease.transaction() as cur:
+        cur.execute("INSERT INTO t VALUES ('stale', ?)", [lease.fence])
     manager.release(lease)
     events = [e["event"] for e in manager.inspect()["history"]]
     assert "forced" in events
@@ -234,9 +230,8 @@ def test_file_refuses_an_older_fence_once_a_newer_one_committed(manager):
         with lease.transaction() as cur:
             cur.execute("INSERT INTO t VALUES ('new', ?)", [lease.fence])
         lease.fence = stale_fence
-        with pytest.raises(FenceRejected):
-            with lease.transaction() as cur:
-                cur.execute("INSERT INTO t VALUES ('old', ?)", [stale_fence])
+        with pytest.raises(FenceRejected), lease.transaction() as cur:
+            cur.execute("INSERT INTO t VALUES ('old', ?)", [stale_fence])
 
 
 def test_fence_stays_above_the_file_after_redis_loses_its_keys(
@@ -246,25 +241,22 @@ def test_fence_stays_above_the_file_after_redis_loses_its_keys(
     config = LeaseConfig(key_prefix=key_prefix, lease_ttl=3)
     mgr = DuckDBWriteLockManager(own_redis.url, db_path, config=config)
     for _ in range(3):
-        with mgr.write() as lease:
-            with lease.transaction():
-                pass
+        with mgr.write() as lease, lease.transaction():
+            pass
     recorded = lease.fence
     redis.Redis.from_url(own_redis.url).flushall()
 
-    with mgr.write() as lease:
-        with lease.transaction():
-            pass
+    with mgr.write() as lease, lease.transaction():
+        pass
 
     assert lease.fence > recorded
     mgr.close()
 
 
 def test_read_lease_refuses_a_write_transaction(manager):
-    with manager.read() as lease:
-        with pytest.raises(LeaseStateError):
-            with lease.transaction():
-                pass
+    with manager.read() as lease, pytest.raises(LeaseStateError):
+        with lease.transaction():
+            pass
 
 
 def test_released_lease_refuses_its_connection(manager):

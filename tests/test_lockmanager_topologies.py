@@ -22,9 +22,8 @@ pytestmark = pytest.mark.skipif(
 def _exercise(url: str, db: Path, prefix: str) -> None:
     config = LeaseConfig(key_prefix=prefix, lease_ttl=3)
     mgr = DuckDBWriteLockManager(url, db, config=config)
-    with mgr.write() as lease:
-        with lease.transaction() as cur:
-            cur.execute("CREATE TABLE t AS SELECT 1 AS x")
+    with mgr.write() as lease, lease.transaction() as cur:
+        cur.execute("CREATE TABLE t AS SELECT 1 AS x")
     reader = mgr.acquire(Mode.SHARED)
     assert mgr.inspect()["holders"][0]["mode"] == "shared"
     mgr.release(reader)
