@@ -9,22 +9,6 @@ from __future__ import annotations
 
 import duckdb
 
-VENTAS_COLUMNS = (
-    "ubicacion_id",
-    "fecha",
-    "numero_factura",
-    "producto_id",
-    "cantidad",
-    "precio_unitario",
-    "monto_total",
-    "descripcion",
-    "hora_factura",
-    "cliente_id",
-    "nombre_ubicacion",
-    "linea",
-    "batch_id",
-)
-
 DDL = """
 CREATE TABLE IF NOT EXISTS ventas_raw (
     ubicacion_id INTEGER NOT NULL,

@@ -9,74 +9,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import re
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-import redis
 
-from backend.app import create_app
 from backend.settings import Settings
 from lockmanager import DuckDBWriteLockManager, Lease, Mode
-from lockmanager.private_redis import free_port, start_private_redis
+from lockmanager.private_redis import free_port
+from tests.support import ADMIN_TOKEN, AUTH, serving
 
 pytestmark = pytest.mark.anyio
 
-# -- local fixtures (small on purpose; a shared conftest may replace them) --
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-ADMIN_TOKEN = "test-admin-token-0123456789"
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """FLUXION_TEST_REDIS_URL, else the local default, else a private one."""
-    url = os.environ.get("FLUXION_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        private = start_private_redis()
-        yield private.url
-        private.stop()
-        return
-    finally:
-        client.close()
-    yield url
+# -- fixtures ---------------------------------------------------------------
 
 
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Iterator[Settings]:
-    """Settings on a fresh file with a key prefix of its own, removed after."""
-    prefix = f"test-backend-{uuid.uuid4().hex[:12]}"
-    yield Settings(
+def settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Settings:
+    """Settings on a fresh file with the test's own key prefix."""
+    return Settings(
         db_path=str(tmp_path / "ventas.duckdb"),
         redis_url=redis_url,
         admin_token=ADMIN_TOKEN,
-        key_prefix=prefix,
+        key_prefix=key_prefix,
     )
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://backend"
-        ) as client:
-            yield client
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float:

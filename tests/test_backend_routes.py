@@ -7,10 +7,7 @@ exclusive leases and are read back through the shared one.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -18,64 +15,26 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-import redis
 
-from backend.app import create_app
 from backend.schema import ensure_schema
 from backend.settings import Settings
-from lockmanager.private_redis import start_private_redis
+from tests.support import serving
 
 pytestmark = pytest.mark.anyio
 
-# -- local fixtures (small on purpose; a shared conftest may replace them) --
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# -- fixtures ---------------------------------------------------------------
 
 Params = dict[str, str | int]
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """FLUXION_TEST_REDIS_URL, else the local default, else a private one."""
-    url = os.environ.get("FLUXION_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        private = start_private_redis()
-        yield private.url
-        private.stop()
-        return
-    finally:
-        client.close()
-    yield url
-
-
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Iterator[Settings]:
-    """Settings on a fresh file with a key prefix of its own, removed after."""
-    prefix = f"test-backend-{uuid.uuid4().hex[:12]}"
-    yield Settings(
+def settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Settings:
+    """Settings on a fresh file with the test's own key prefix."""
+    return Settings(
         db_path=str(tmp_path / "ventas.duckdb"),
         redis_url=redis_url,
-        key_prefix=prefix,
+        key_prefix=key_prefix,
     )
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://backend"
-        ) as client:
-            yield client
 
 
 def error_fields(response: httpx.Response) -> set[str]:
