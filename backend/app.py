@@ -20,8 +20,9 @@ from lockmanager import AsyncDuckDBWriteLockManager
 
 from .deps import Database
 from .errors import install_error_handlers
+from .logging_setup import RequestContextMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
-from .routes import ROUTERS
+from .routes import ROUTERS, admin_page
 from .schema import ensure_schema
 from .settings import Settings, mask_url
 
@@ -47,8 +48,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
 
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    # Added last, so outermost: the id also covers the error handlers' logs.
+    app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app, metrics)
-    for router in ROUTERS:
+    for router in (*ROUTERS, admin_page.router):
         app.include_router(router)
     return app
 

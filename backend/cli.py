@@ -40,10 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.add_argument("--data", help="folder of store exports (default: generate)")
     demo.add_argument("--workers", type=int, default=4, help="ETL processes")
+    demo.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds a backend request may wait for its lease (default 10)",
+    )
     demo.add_argument("--days", type=int, default=2, help="generated days")
     demo.add_argument("--rows-per-store", type=int, default=20_000)
     demo.add_argument("--clients", type=int, default=8, help="traffic threads")
     demo.add_argument("--port", type=int, default=0, help="backend port (0: free)")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo's work folder (generated exports, logs, database)",
+    )
 
     gen = sub.add_parser("generate", help="write realistic store exports")
     gen.add_argument("dir")
@@ -69,12 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--workers", type=int, default=1)
     load.add_argument("--chunk-rows", type=int, default=None)
     load.add_argument(
-        "--format", action="append", default=[], metavar="FIELD=VALUE",
+        "--format",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
         help="force a detected format field instead of detecting it, e.g."
         " encoding=cp1252, delimiter=';', decimal=',', date_format=dmy",
     )
     load.add_argument(
-        "--lease-ttl", type=float, default=10.0,
+        "--lease-ttl",
+        type=float,
+        default=10.0,
         help="seconds a lease lives without renewal; a crashed loader frees"
         " the file this long after its last renewal (default 10)",
     )
@@ -89,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _required(value: str | None, option: str, variable: str) -> str:
     if value:
         return value
-    raise SystemExit(
-        f"fluxion: no {option} given; pass {option} or set {variable}"
-    )
+    raise SystemExit(f"fluxion: no {option} given; pass {option} or set {variable}")
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+def main(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ
+) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -102,7 +118,32 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         stream=sys.stderr,
     )
     command = args.command if args.command != "etl" else "etl_load"
-    return int(_COMMANDS[command](args, environ) or 0)
+    try:
+        return int(_COMMANDS[command](args, environ) or 0)
+    except _USER_ERRORS as exc:
+        # Expected trouble (a wrong path, a missing setting, Redis down):
+        # one line that says what and how to fix it, not a traceback.
+        print(f"fluxion {args.command}: {_explain(exc)}", file=sys.stderr)
+        return 2
+
+
+def _explain(exc: BaseException) -> str:
+    import redis
+
+    if isinstance(exc, redis.RedisError):
+        return (
+            f"cannot reach Redis ({exc}); start it, or point --redis /"
+            " REDIS_URL at a running one"
+        )
+    return str(exc)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    from lockmanager import LockManagerError
+
+    return (FileNotFoundError, ValueError, LockManagerError, redis.RedisError)
 
 
 def _emit(report: dict[str, Any], as_json: bool) -> None:
@@ -136,10 +177,12 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .settings import Settings
 
     env = dict(environ)
-    if args.db:
-        env["FLUXION_DB"] = args.db
-    if args.redis:
-        env["REDIS_URL"] = args.redis
+    env["FLUXION_DB"] = _required(
+        args.db or env.get("FLUXION_DB"), "--db", "FLUXION_DB"
+    )
+    env["REDIS_URL"] = _required(
+        args.redis or env.get("REDIS_URL"), "--redis", "REDIS_URL"
+    )
     if args.key_prefix != "fluxion":
         env["FLUXION_KEY_PREFIX"] = args.key_prefix
     settings = Settings.from_env(env)
@@ -153,7 +196,9 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from lockmanager import LeaseConfig
 
     db = _required(args.db or environ.get("FLUXION_DB"), "--db", "FLUXION_DB")
-    redis_url = _required(args.redis or environ.get("REDIS_URL"), "--redis", "REDIS_URL")
+    redis_url = _required(
+        args.redis or environ.get("REDIS_URL"), "--redis", "REDIS_URL"
+    )
     paths = expand_paths(args.paths)
     force = _parse_force(args.format)
     report = load_files(
@@ -198,7 +243,9 @@ def cmd_locks(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .locks_view import render_table
 
     db = _required(args.db or environ.get("FLUXION_DB"), "--db", "FLUXION_DB")
-    redis_url = _required(args.redis or environ.get("REDIS_URL"), "--redis", "REDIS_URL")
+    redis_url = _required(
+        args.redis or environ.get("REDIS_URL"), "--redis", "REDIS_URL"
+    )
     mgr = DuckDBWriteLockManager(
         redis_url, db, config=LeaseConfig(key_prefix=args.key_prefix)
     )
@@ -219,12 +266,13 @@ def cmd_locks(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from .demo import DemoOptions, run_demo
+    from .demo import DemoOptions, render_summary, run_demo
 
     options = DemoOptions(
         data=Path(args.data) if args.data else None,
-        db=Path(args.db or environ.get("FLUXION_DB") or "") if (
-            args.db or environ.get("FLUXION_DB")) else None,
+        db=Path(args.db or environ.get("FLUXION_DB") or "")
+        if (args.db or environ.get("FLUXION_DB"))
+        else None,
         redis_url=args.redis or environ.get("REDIS_URL"),
         workers=args.workers,
         days=args.days,
@@ -232,11 +280,16 @@ def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         clients=args.clients,
         port=args.port,
         key_prefix=args.key_prefix,
+        wait=args.wait,
+        keep=args.keep,
     )
     report = run_demo(options)
+    print(render_summary(report), file=sys.stderr)
     _emit(report, args.json)
     return 0 if report["ok"] else 1
 
+
+_USER_ERRORS = _user_errors()
 
 _COMMANDS = {
     "demo": cmd_demo,

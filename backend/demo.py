@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,10 +53,27 @@ class DemoOptions:
     clients: int = 8
     port: int = 0
     key_prefix: str = "fluxion"
+    wait: float = 10.0
+    keep: bool = False
 
 
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
+    if opts.data is not None and not opts.data.exists():
+        raise FileNotFoundError(
+            f"--data {opts.data}: no such folder (relative paths start from"
+            f" {Path.cwd()})"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="fluxion-demo-"))
+    try:
+        report = _run(opts, workdir)
+    finally:
+        if not opts.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report["work_folder"] = str(workdir) if opts.keep else None
+    return report
+
+
+def _run(opts: DemoOptions, workdir: Path) -> dict[str, Any]:
     private: PrivateRedis | None = None
     backend: subprocess.Popen[bytes] | None = None
     redis_url = opts.redis_url
@@ -72,14 +90,19 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
 
         port = opts.port or free_port()
         backend_log = workdir / "backend.log"
-        backend = _start_backend(db, redis_url, port, opts.key_prefix, backend_log)
+        backend = _start_backend(
+            db, redis_url, port, opts.key_prefix, backend_log, opts.wait
+        )
         base_url = f"http://127.0.0.1:{port}"
         traffic = Traffic(base_url, clients=opts.clients, days=_day_range(files))
         traffic.start()
 
         etl_started = time.monotonic()
         etl = load_files(
-            files, redis_url=redis_url, db_path=str(db), config=config,
+            files,
+            redis_url=redis_url,
+            db_path=str(db),
+            config=config,
             workers=opts.workers,
         )
         etl_seconds = time.monotonic() - etl_started
@@ -89,7 +112,14 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         backend = None
 
         return _report(
-            opts, db, redis_url, config, files, etl.as_dict(), etl_seconds, seen,
+            opts,
+            db,
+            redis_url,
+            config,
+            files,
+            etl.as_dict(),
+            etl_seconds,
+            seen,
             backend_log,
         )
     finally:
@@ -104,11 +134,18 @@ def _generate(out: Path, opts: DemoOptions) -> Path:
 
     log.info(
         "no --data: generating 16 stores x %d days x %d rows under %s",
-        opts.days, opts.rows_per_store, out,
+        opts.days,
+        opts.rows_per_store,
+        out,
     )
     generate_exports(
-        out, stores=16, start=date(2026, 1, 5), ndays=opts.days,
-        rows_per_store=opts.rows_per_store, seed=7, formats="mixed",
+        out,
+        stores=16,
+        start=date(2026, 1, 5),
+        ndays=opts.days,
+        rows_per_store=opts.rows_per_store,
+        seed=7,
+        formats="mixed",
     )
     return out
 
@@ -127,7 +164,7 @@ def _day_range(files: list[Path]) -> tuple[date, date]:
 
 
 def _start_backend(
-    db: Path, redis_url: str, port: int, prefix: str, log_path: Path
+    db: Path, redis_url: str, port: int, prefix: str, log_path: Path, wait: float
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
@@ -135,9 +172,19 @@ def _start_backend(
         REDIS_URL=redis_url,
         FLUXION_ADMIN_TOKEN=env.get("FLUXION_ADMIN_TOKEN") or secrets.token_hex(16),
         FLUXION_KEY_PREFIX=prefix,
+        FLUXION_READ_WAIT=str(wait),
+        FLUXION_WRITE_WAIT=str(wait),
     )
-    cmd = [sys.executable, "-m", "backend.cli", "serve", "--host", "127.0.0.1",
-           "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log_path, "wb") as sink:
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -148,7 +195,10 @@ def _start_backend(
                 + log_path.read_text()[-2000:]
             )
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code
+                == 200
+            ):
                 log.info("backend up on 127.0.0.1:%d (log: %s)", port, log_path)
                 return proc
         except httpx.HTTPError:
@@ -180,8 +230,14 @@ def expected_totals(files: list[Path]) -> dict[str, Any] | None:
     if manifest is None:
         return None
     by_sha = {entry["sha256"]: entry for entry in manifest.get("files", [])}
-    totals = {"files": 0, "rows": 0, "sum_quantity": 0, "sum_line_total": Decimal(0),
-              "distinct_invoices": 0, "shas": []}
+    totals = {
+        "files": 0,
+        "rows": 0,
+        "sum_quantity": 0,
+        "sum_line_total": Decimal(0),
+        "distinct_invoices": 0,
+        "shas": [],
+    }
     for path in files:
         entry = by_sha.get(file_sha256(path))
         if entry is None:
@@ -218,15 +274,24 @@ def _loaded_totals(
             }
     finally:
         mgr.close()
-    totals = {"rows": int(row[0]), "sum_quantity": int(row[1]),
-              "sum_line_total": Decimal(row[2]).quantize(Decimal("0.01")),
-              "distinct_invoices": int(row[3])}
+    totals = {
+        "rows": int(row[0]),
+        "sum_quantity": int(row[1]),
+        "sum_line_total": Decimal(row[2]).quantize(Decimal("0.01")),
+        "distinct_invoices": int(row[3]),
+    }
     return totals, users, orders
 
 
 def _report(
-    opts: DemoOptions, db: Path, redis_url: str, config: LeaseConfig,
-    files: list[Path], etl: dict[str, Any], etl_seconds: float, seen: Any,
+    opts: DemoOptions,
+    db: Path,
+    redis_url: str,
+    config: LeaseConfig,
+    files: list[Path],
+    etl: dict[str, Any],
+    etl_seconds: float,
+    seen: Any,
     backend_log: Path,
 ) -> dict[str, Any]:
     expected = expected_totals(files)
@@ -236,19 +301,32 @@ def _report(
     loaded, users, orders = _loaded_totals(db, redis_url, config, shas)
     missing_users = sorted(set(seen.users) - users)
     wrong_orders = sorted(
-        oid for oid, body in seen.orders.items()
-        if orders.get(oid) != (body["usuario_id"], body["ubicacion_id"],
-                               body["producto_id"], body["cantidad"], body["estado"])
+        oid
+        for oid, body in seen.orders.items()
+        if orders.get(oid)
+        != (
+            body["usuario_id"],
+            body["ubicacion_id"],
+            body["producto_id"],
+            body["cantidad"],
+            body["estado"],
+        )
     )
     log_text = backend_log.read_text(errors="replace")
-    lock_errors = (seen.lock_errors + etl["lock_errors"]
-                   + sum(log_text.count(m) for m in LOCK_ERROR_MARKERS))
+    lock_errors = (
+        seen.lock_errors
+        + etl["lock_errors"]
+        + sum(log_text.count(m) for m in LOCK_ERROR_MARKERS)
+    )
     totals_match = None
     if expected is not None:
         want = {k: expected[k] for k in loaded}
-        want["sum_line_total"] = Decimal(want["sum_line_total"]).quantize(Decimal("0.01"))
+        want["sum_line_total"] = Decimal(want["sum_line_total"]).quantize(
+            Decimal("0.01")
+        )
         totals_match = want == loaded
-    backend_errors = len(seen.errors) + sum(
+    unanswered = sum(1 for e in seen.errors if not e[:3].isdigit())
+    backend_errors = unanswered + sum(
         n for status, n in seen.statuses.items() if status >= 500
     )
     requests = len(seen.read_ms) + len(seen.write_ms)
@@ -272,10 +350,11 @@ def _report(
         "lock_errors": lock_errors,
         "reconciled": bool(etl["reconciled"]),
         "totals": {k: str(v) for k, v in loaded.items()},
-        "expected": None if expected is None else {
-            k: str(v) for k, v in expected.items() if k != "shas"
-        },
+        "expected": None
+        if expected is None
+        else {k: str(v) for k, v in expected.items() if k != "shas"},
         "backend": {
+            "wait_budget_s": opts.wait,
             "requests": requests,
             "errors": backend_errors,
             "statuses": {str(k): v for k, v in sorted(seen.statuses.items())},
@@ -298,3 +377,39 @@ def _report(
             "write_turns": etl["write_turns"],
         },
     }
+
+
+def _mark(passed: bool | None) -> str:
+    return "--" if passed is None else ("ok" if passed else "FAIL")
+
+
+def render_summary(report: dict[str, Any]) -> str:
+    """The report for a person: what held, and the figures that matter."""
+    back, etl = report["backend"], report["etl"]
+    lines = [
+        "",
+        f"fluxion demo: {'OK' if report['ok'] else 'FAILED'}",
+        *(
+            f"  [{_mark(v)}] {k.replace('_', ' ')}"
+            for k, v in report["checks"].items()
+        ),
+        f"  ETL: {report['rows_loaded']} rows from {etl['files']} files with"
+        f" {etl['workers']} workers in {etl['seconds']}s ({etl['rows_per_s']}"
+        f" rows/s), lock wait {etl['lock_wait_s']}s over {etl['write_turns']} turns",
+        f"  rows read {report['rows_read']} = loaded {report['rows_loaded']}"
+        f" + quarantined {report['rows_rejected']} + skipped {report['rows_skipped']};"
+        f" files rejected {len(report['files_rejected'])}",
+        f"  backend: {back['requests']} requests, {back['errors']} errors;"
+        f" read p50 {back['read_p50_ms']} ms, p99 {back['read_p99_ms']} ms;"
+        f" write p50 {back['write_p50_ms']} ms, p99 {back['write_p99_ms']} ms"
+        f" (wait budget {back['wait_budget_s']}s)",
+        f"  lock errors: {report['lock_errors']}",
+    ]
+    if report["expected"] is None:
+        lines.append("  no manifest.json beside the exports: totals not checked")
+    else:
+        lines.append(
+            f"  totals: {report['totals']} (manifest agrees:"
+            f" {report['checks']['totals_match_manifest']})"
+        )
+    return "\n".join(lines)

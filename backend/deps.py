@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hmac
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +36,7 @@ __all__ = [
 
 T = TypeVar("T")
 Cursor = duckdb.DuckDBPyConnection
+_Pending = tuple[Callable[[Cursor], object], "asyncio.Future[object]"]
 
 # One group-commit turn ends after this long or this many changes, so that
 # a stream of writes cannot keep readers and the ETL out.
@@ -60,7 +62,7 @@ class Database:
         self.manager = manager
         self._settings = settings
         self._metrics = metrics
-        self._pending: list[tuple[Callable[[Cursor], object], asyncio.Future[object]]] = []
+        self._pending: list[_Pending] = []
         self._committer: asyncio.Task[None] | None = None
 
     async def read(
@@ -99,7 +101,11 @@ class Database:
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._pending.append((change, future))
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_turns(budget))
+            # A fresh context: the committer serves many requests, so it must
+            # not log under the request id of the one that started it.
+            self._committer = asyncio.create_task(
+                self._commit_turns(budget), context=contextvars.Context()
+            )
         result = await future
         return result  # type: ignore[return-value]  # set by the change itself
 

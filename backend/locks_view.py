@@ -19,28 +19,69 @@ def render_table(view: dict[str, Any]) -> str:
     """Holders, waiters, fence and recent history, for a person at 3 a.m."""
     lines = [f"lock {view['key']}   fence {view['fence']}"]
     holders = [
-        [h["name"], h["host"], h["pid"], h["mode"], h["priority"], h["fence"] or "-",
-         f"{h['held_s']:.1f}s", f"{h['ttl_left_s']:.1f}s", h["renewals"], h["token"]]
+        [
+            h["name"],
+            h["host"],
+            h["pid"],
+            h["mode"],
+            h["priority"],
+            h["fence"] or "-",
+            f"{h['held_s']:.1f}s",
+            f"{h['ttl_left_s']:.1f}s",
+            h["renewals"],
+            h["token"],
+        ]
         for h in view["holders"]
     ]
     lines += ["", f"holders ({len(holders)})"]
-    lines += _table(
-        ["name", "host", "pid", "mode", "class", "fence", "held", "ttl left",
-         "renewals", "token"], holders,
-    ) if holders else ["  nobody holds the file"]
+    lines += (
+        _table(
+            [
+                "name",
+                "host",
+                "pid",
+                "mode",
+                "class",
+                "fence",
+                "held",
+                "ttl left",
+                "renewals",
+                "token",
+            ],
+            holders,
+        )
+        if holders
+        else ["  nobody holds the file"]
+    )
     waiters = [
-        [w["name"], w["host"], w["pid"], w["mode"], w["priority"],
-         f"{w['waiting_s']:.1f}s", w["token"]]
+        [
+            w["name"],
+            w["host"],
+            w["pid"],
+            w["mode"],
+            w["priority"],
+            f"{w['waiting_s']:.1f}s",
+            w["token"],
+        ]
         for w in view["waiters"]
     ]
     lines += ["", f"waiters ({len(waiters)})"]
-    lines += _table(
-        ["name", "host", "pid", "mode", "class", "waiting", "token"], waiters
-    ) if waiters else ["  nobody waits"]
+    lines += (
+        _table(["name", "host", "pid", "mode", "class", "waiting", "token"], waiters)
+        if waiters
+        else ["  nobody waits"]
+    )
     history = [
-        [time.strftime("%H:%M:%S", time.localtime(e["at_ms"] / 1000)), e["event"],
-         e.get("name", ""), e.get("mode", ""), e.get("fence", ""),
-         e.get("wait_s", ""), e.get("hold_s", ""), e.get("reason", "")]
+        [
+            time.strftime("%H:%M:%S", time.localtime(e["at_ms"] / 1000)),
+            e["event"],
+            e.get("name", ""),
+            e.get("mode", ""),
+            e.get("fence", ""),
+            e.get("wait_s", ""),
+            e.get("hold_s", ""),
+            e.get("reason", ""),
+        ]
         for e in view.get("history", [])
     ]
     if history:

@@ -8,16 +8,14 @@ settings travel through the environment and each worker rebuilds them in
 
 from __future__ import annotations
 
-import copy
 import logging
 import logging.config
 import os
-from typing import Any
 
 import uvicorn
-import uvicorn.config
 
 from .app import create_app
+from .logging_setup import logging_config
 from .settings import Settings, mask_url
 
 __all__ = ["logging_config", "run"]
@@ -66,28 +64,3 @@ def run(
         workers=workers,
         log_config=log_config,
     )
-
-
-def logging_config() -> dict[str, Any]:
-    """uvicorn's logging, plus one stderr line per record of ours.
-
-    uvicorn applies it in every worker process, so the lease manager's
-    warnings (degraded mode, late renewals, force-releases) and the audit
-    log reach the console wherever they happen.
-    """
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["formatters"]["fluxion"] = {
-        "format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
-    }
-    config["handlers"]["fluxion"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "fluxion",
-        "stream": "ext://sys.stderr",
-    }
-    for name in ("backend", "lockmanager"):
-        config["loggers"][name] = {
-            "handlers": ["fluxion"],
-            "level": "INFO",
-            "propagate": False,
-        }
-    return config

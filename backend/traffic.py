@@ -128,8 +128,11 @@ class Traffic:
         elif choice < 0.7:
             path, params = "/ventas/top-productos", {**span, "limit": "10"}
         else:
-            params = {**span, "ubicacion_id": str(rng.randint(1, self.stores)),
-                      "limit": "50"}
+            params = {
+                **span,
+                "ubicacion_id": str(rng.randint(1, self.stores)),
+                "limit": "50",
+            }
             path = "/ventas"
         self._call(client, "read", "GET", path, params=params)
 
@@ -141,8 +144,10 @@ class Traffic:
         orders: list[int],
     ) -> None:
         if not users or rng.random() < 0.25:
-            body = {"nombre": f"Cliente {rng.randint(1, 10**6)}",
-                    "email": f"{uuid.uuid4().hex[:12]}@ejemplo.es"}
+            body = {
+                "nombre": f"Cliente {rng.randint(1, 10**6)}",
+                "email": f"{uuid.uuid4().hex[:12]}@ejemplo.es",
+            }
             response = self._call(client, "write", "POST", "/usuarios", json=body)
             if response is not None and response.status_code == 201:
                 uid = int(response.json()["id"])
@@ -153,15 +158,19 @@ class Traffic:
         if orders and rng.random() < 0.3:
             oid = rng.choice(orders)
             body = {"estado": rng.choice(["pagado", "enviado"])}
-            response = self._call(client, "write", "PATCH", f"/pedidos/{oid}", json=body)
+            response = self._call(
+                client, "write", "PATCH", f"/pedidos/{oid}", json=body
+            )
             if response is not None and response.status_code == 200:
                 with self.log._lock:
                     self.log.orders[oid]["estado"] = body["estado"]
             return
-        body = {"usuario_id": rng.choice(users),
-                "ubicacion_id": rng.randint(1, self.stores),
-                "producto_id": f"{rng.randint(10000, 99999)}{rng.choice(['', 'A', 'B'])}",
-                "cantidad": rng.randint(1, 24)}
+        body = {
+            "usuario_id": rng.choice(users),
+            "ubicacion_id": rng.randint(1, self.stores),
+            "producto_id": f"{rng.randint(10000, 99999)}{rng.choice(['', 'A', 'B'])}",
+            "cantidad": rng.randint(1, 24),
+        }
         response = self._call(client, "write", "POST", "/pedidos", json=body)
         if response is not None and response.status_code == 201:
             data = response.json()

@@ -108,10 +108,14 @@ class LoadReport:
             "reconciled": all(f.reconciled for f in self.files),
             "per_file": [
                 {
-                    "path": f.path, "format": f.format, "status": f.status,
-                    "rows_read": f.rows_read, "rows_loaded": f.rows_loaded,
+                    "path": f.path,
+                    "format": f.format,
+                    "status": f.status,
+                    "rows_read": f.rows_read,
+                    "rows_loaded": f.rows_loaded,
                     "rows_rejected": f.rows_rejected,
-                    "rows_skipped": f.rows_skipped, "reconciled": f.reconciled,
+                    "rows_skipped": f.rows_skipped,
+                    "reconciled": f.reconciled,
                 }
                 for f in self.files
             ],
@@ -125,7 +129,8 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             found += sorted(
-                p for p in path.rglob("*")
+                p
+                for p in path.rglob("*")
                 if p.is_file() and p.suffix.lower() in (".csv", ".parquet", ".txt")
             )
         elif path.exists():
@@ -307,7 +312,9 @@ class Loader:
             self._write(report, size, waiting)
             log.info(
                 "%s replaced the earlier load of store %s, day %s (file %s)",
-                report.path, *report.store_day, report.replaces[:12],
+                report.path,
+                *report.store_day,
+                report.replaces[:12],
             )
         if report.status == "pending":
             report.status = "loaded" if report.rows_loaded else "skipped"
@@ -376,9 +383,15 @@ class Loader:
             " first_line, last_line, rows_read, rows_loaded, rows_rejected,"
             " fence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                batch_id, report.sha256, chunk.index, chunk.first_line,
-                chunk.last_line, chunk.rows_read, table.num_rows,
-                len(chunk.rejected), lease.fence,
+                batch_id,
+                report.sha256,
+                chunk.index,
+                chunk.first_line,
+                chunk.last_line,
+                chunk.rows_read,
+                table.num_rows,
+                len(chunk.rejected),
+                lease.fence,
             ],
         )
 

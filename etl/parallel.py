@@ -62,8 +62,17 @@ def load_files(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
             futures = [
-                pool.submit(_run_remote, group, redis_url, db_path, config,
-                            chunk_rows, force, options, i)
+                pool.submit(
+                    _run_remote,
+                    group,
+                    redis_url,
+                    db_path,
+                    config,
+                    chunk_rows,
+                    force,
+                    options,
+                    i,
+                )
                 for i, group in enumerate(groups)
             ]
             for future in futures:
@@ -73,17 +82,26 @@ def load_files(
 
 
 def _run(
-    group: list[Path], redis_url: str, db_path: str, config: LeaseConfig | None,
-    chunk_rows: int, force: dict[str, str] | None,
-    options: dict[str, Any] | None, index: int,
+    group: list[Path],
+    redis_url: str,
+    db_path: str,
+    config: LeaseConfig | None,
+    chunk_rows: int,
+    force: dict[str, str] | None,
+    options: dict[str, Any] | None,
+    index: int,
 ) -> LoadReport:
     manager = DuckDBWriteLockManager(
         redis_url, db_path, config=config, name=f"etl-worker-{index}"
     )
     try:
         loader = Loader(
-            manager, chunk_rows=chunk_rows, force=force, options=options,
-            name=f"etl-worker-{index}", on_file_done=_log_file,
+            manager,
+            chunk_rows=chunk_rows,
+            force=force,
+            options=options,
+            name=f"etl-worker-{index}",
+            on_file_done=_log_file,
         )
         return loader.load(group)
     finally:
@@ -94,8 +112,12 @@ def _log_file(report: FileReport) -> None:
     """One plain line per settled file."""
     log.info(
         "%s: %s, %d loaded, %d quarantined, %d skipped (%s)",
-        report.path, report.status, report.rows_loaded, report.rows_rejected,
-        report.rows_skipped, report.format,
+        report.path,
+        report.status,
+        report.rows_loaded,
+        report.rows_rejected,
+        report.rows_skipped,
+        report.format,
     )
 
 

@@ -14,6 +14,7 @@ ones finish, and the lease is given back so the writer gets its turn.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -28,7 +29,7 @@ from . import _core as core
 from ._base import ManagerBase
 from ._config import LeaseConfig, Mode, Priority
 from ._connect import async_client_from_url
-from ._duck import ensure_fence_table, open_database
+from ._duck import Handle, claim_fence, ensure_fence_table, open_database
 from ._errors import LeaseStateError, short
 from ._lease import Callback, Lease, LeaseState
 from ._scripts import LOST
@@ -97,7 +98,7 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
         granted_at = time.monotonic()
 
         try:
-            con = await asyncio.to_thread(
+            handle = await asyncio.to_thread(
                 open_database,
                 self.db_path,
                 read_only=mode is Mode.SHARED,
@@ -107,20 +108,31 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
             )
             fence = grant.fence
             if mode is Mode.EXCLUSIVE:
-                fence = await self._settle_fence(con, token, grant.fence or 0)
+                fence = await self._settle_fence(handle, token, grant.fence or 0)
         except BaseException:
             await asyncio.shield(self._give_back(token))
             raise
 
         loop = asyncio.get_running_loop()
         lease = self._lease(
-            token=token, mode=mode, priority=priority, who=who, fence=fence,
-            con=con, started=started, granted_at=granted_at,
+            token=token,
+            mode=mode,
+            priority=priority,
+            who=who,
+            fence=fence,
+            handle=handle,
+            started=started,
+            granted_at=granted_at,
             ttl_left=grant.ttl_left,
             status=lambda: self._status_from_thread(token, loop),
-            on_contended=on_contended, on_lost=on_lost,
+            on_contended=on_contended,
+            on_lost=on_lost,
         )
-        self._keepers[token] = asyncio.create_task(self._keep(lease))
+        # The keeper outlives the request that took the lease: give it a
+        # context of its own, so caller-bound values (request ids) stay out.
+        self._keepers[token] = asyncio.create_task(
+            self._keep(lease), context=contextvars.Context()
+        )
         return lease
 
     async def release(self, lease: Lease) -> None:
@@ -209,14 +221,17 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
         except RedisError:
             self._warn_not_released(token)
 
-    async def _settle_fence(self, con: Any, token: str, fence: int) -> int:
+    async def _settle_fence(self, handle: Handle, token: str, fence: int) -> int:
+        """Put the lease's fence above anything the file recorded, and claim it."""
+        con = handle.connection
         recorded = await asyncio.to_thread(ensure_fence_table, con)
-        if fence > recorded:
-            return fence
-        reply = await self._call("reseed", token, recorded)
-        if int(reply[0]) == LOST:
-            raise self._lost(token, "expired while opening the file")
-        return int(reply[1])
+        if fence <= recorded:
+            reply = await self._call("reseed", token, recorded)
+            if int(reply[0]) == LOST:
+                raise self._lost(token, "expired while opening the file")
+            fence = int(reply[1])
+        await asyncio.to_thread(claim_fence, con, fence=fence, token=token)
+        return fence
 
     async def _status(self, token: str) -> core.Status:
         return core.parse_status(await self._call("status", token))
@@ -232,28 +247,45 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
             raise LeaseStateError(
                 "Lease.transaction() blocks; call it from a worker thread"
                 " (await asyncio.to_thread(...)), not on the event loop",
-                key=self.key, token=token,
+                key=self.key,
+                token=token,
             )
         future = asyncio.run_coroutine_threadsafe(self._status(token), loop)
         return future.result(timeout=max(1.0, self.config.lease_ttl / 3))
 
     async def _acquire_degraded(
-        self, mode: Mode, priority: Priority, who: str, deadline: float,
+        self,
+        mode: Mode,
+        priority: Priority,
+        who: str,
+        deadline: float,
         exc: BaseException,
     ) -> Lease:
         self._warn_degraded(exc)
         started = time.monotonic()
         token = core.new_token()
-        con = await asyncio.to_thread(
-            open_database, self.db_path, read_only=mode is Mode.SHARED,
-            budget=deadline - started, key=self.key, token=token,
+        handle = await asyncio.to_thread(
+            open_database,
+            self.db_path,
+            read_only=mode is Mode.SHARED,
+            budget=deadline - started,
+            key=self.key,
+            token=token,
         )
         fence = None
         if mode is Mode.EXCLUSIVE:
-            fence = await asyncio.to_thread(ensure_fence_table, con) + 1
+            fence = await asyncio.to_thread(ensure_fence_table, handle.connection) + 1
         return self._lease(
-            token=token, mode=mode, priority=priority, who=who, fence=fence,
-            con=con, started=started, granted_at=started, ttl_left=0, status=None,
+            token=token,
+            mode=mode,
+            priority=priority,
+            who=who,
+            fence=fence,
+            handle=handle,
+            started=started,
+            granted_at=started,
+            ttl_left=0,
+            status=None,
         )
 
     async def _keep(self, lease: Lease) -> None:

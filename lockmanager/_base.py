@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import duckdb
-
 from . import _core as core
 from ._config import LeaseConfig, Mode, Priority
+from ._duck import Handle
 from ._errors import LeaseLost, LeaseTimeout, short
 from ._lease import Callback, Lease
 from ._scripts import ALL
@@ -56,7 +55,12 @@ class ManagerBase:
         self, token: str, mode: Mode, priority: Priority, who: str
     ) -> list[Any]:
         return core.acquire_args(
-            self.config, token, mode, priority, who, core.owner_meta(who),
+            self.config,
+            token,
+            mode,
+            priority,
+            who,
+            core.owner_meta(who),
             self.config.lease_ttl,
         )[1:]
 
@@ -77,7 +81,9 @@ class ManagerBase:
     def _lost(self, token: str, what: str) -> LeaseLost:
         return LeaseLost(
             f"lease {short(token)} on {self.key}: {what}",
-            key=self.key, token=token, why=what,
+            key=self.key,
+            token=token,
+            why=what,
         )
 
     def _lease(
@@ -88,7 +94,7 @@ class ManagerBase:
         priority: Priority,
         who: str,
         fence: int | None,
-        con: duckdb.DuckDBPyConnection,
+        handle: Handle,
         started: float,
         granted_at: float,
         ttl_left: float,
@@ -97,9 +103,17 @@ class ManagerBase:
         on_lost: Callback | None = None,
     ) -> Lease:
         lease = Lease(
-            key=self.key, token=token, mode=mode, priority=priority, name=who,
-            fence=fence, connection=con, wait_s=time.monotonic() - started,
-            status=status, on_contended=on_contended, on_lost=on_lost,
+            key=self.key,
+            token=token,
+            mode=mode,
+            priority=priority,
+            name=who,
+            fence=fence,
+            handle=handle,
+            wait_s=time.monotonic() - started,
+            status=status,
+            on_contended=on_contended,
+            on_lost=on_lost,
             degraded=status is None,
         )
         if status is not None:
@@ -109,20 +123,30 @@ class ManagerBase:
     def _warn_degraded(self, exc: BaseException) -> None:
         log.warning(
             "Redis unreachable (%s); degraded: taking %s through DuckDB's OS"
-            " lock alone, without queue fairness", exc, self.db_path,
+            " lock alone, without queue fairness",
+            exc,
+            self.db_path,
         )
 
     def _warn_not_released(self, token: str) -> None:
         log.warning(
             "could not release lease %s on %s; it frees itself within the"
-            " lease TTL (%.0fs)", short(token), self.key, self.config.lease_ttl,
+            " lease TTL (%.0fs)",
+            short(token),
+            self.key,
+            self.config.lease_ttl,
         )
 
     def _forced(self, reply: Any, by: str, reason: str) -> dict[str, Any]:
         count, fence = int(reply[0]), int(reply[1])
         log.warning(
             "force-release on %s by %s: %d holder(s) released, fence now %d;"
-            " reason: %s", self.key, by, count, fence, reason,
+            " reason: %s",
+            self.key,
+            by,
+            count,
+            fence,
+            reason,
         )
         return {"released": count, "fence": fence, "by": by, "reason": reason}
 
@@ -139,8 +163,9 @@ class ManagerBase:
         lease.valid_until = asked + outcome.ttl_left
         if outcome.max_hold_reached:
             renew_log.warning(
-                "%r reached its max hold of %.0fs; it ends in %.1fs unless"
-                " released", lease, self.config.max_hold_for(lease.priority),
+                "%r reached its max hold of %.0fs; it ends in %.1fs unless released",
+                lease,
+                self.config.max_hold_for(lease.priority),
                 outcome.ttl_left,
             )
         if outcome.waiters or outcome.max_hold_reached:
@@ -152,5 +177,7 @@ class ManagerBase:
             renew_log.warning(
                 "renewal of %r is %.2fs late (interval %.2fs); the process may"
                 " be overloaded, paused, or its event loop blocked",
-                lease, lateness, interval,
+                lease,
+                lateness,
+                interval,
             )

@@ -39,7 +39,10 @@ class LeaseConfig:
             opening the file), overridable per call.
         batch_aging: a batch waiter goes ahead of interactive waiters that
             queued more than this many seconds after it. This is what makes
-            the ETL progress under a continuous stream of interactive writes.
+            the ETL progress under a continuous stream of interactive writes;
+            it is long next to an interactive wait budget (a few seconds), so
+            that several ETL workers queueing in turn never overtake the
+            backend's requests.
         waiter_heartbeat: a waiter that has not polled for this long is
             dropped from the queue (it died while waiting).
         max_hold: per priority class, the longest one lease may be renewed
@@ -51,7 +54,7 @@ class LeaseConfig:
     lease_ttl: float = 10.0
     renew_every: float | None = None
     wait_for: float = 30.0
-    batch_aging: float = 5.0
+    batch_aging: float = 30.0
     waiter_heartbeat: float = 6.0
     max_hold: dict[Priority, float] = field(
         default_factory=lambda: dict(_DEFAULT_MAX_HOLD)

@@ -96,7 +96,9 @@ def parse_acquire(reply: list[Any]) -> Granted | Queued:
     if int(reply[0]) == s.GRANTED:
         return Granted(fence=_fence(reply[1]), ttl_left=int(reply[2]) / 1000)
     wake = int(reply[2])
-    return Queued(position=int(reply[1]), holder_expires_in=None if wake < 0 else wake / 1000)
+    return Queued(
+        position=int(reply[1]), holder_expires_in=None if wake < 0 else wake / 1000
+    )
 
 
 def poll_timeout(step: Queued, remaining: float) -> float:

@@ -78,9 +78,7 @@ class FileBusy(LeaseTimeout):
 class LeaseLost(LockManagerError):
     """The lease is no longer held; the holder must stop writing."""
 
-    def __init__(
-        self, message: str, *, key: str, token: str | None, why: str
-    ):
+    def __init__(self, message: str, *, key: str, token: str | None, why: str):
         super().__init__(message, key=key, token=token)
         self.why = why
 

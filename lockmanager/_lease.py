@@ -18,7 +18,7 @@ import duckdb
 
 from ._config import Mode, Priority
 from ._core import Status
-from ._duck import checkpoint_and_close, stamp_fence
+from ._duck import Handle, stamp_fence
 from ._errors import LeaseLost, LeaseStateError, short
 
 log = logging.getLogger("lockmanager.lease")
@@ -61,7 +61,7 @@ class Lease:
         priority: Priority,
         name: str,
         fence: int | None,
-        connection: duckdb.DuckDBPyConnection,
+        handle: Handle,
         wait_s: float,
         status: Callable[[], Status] | None,
         on_contended: Callback | None = None,
@@ -82,7 +82,7 @@ class Lease:
         self.valid_until = float("inf")
         self.state = LeaseState.HELD
         self.lost_reason: str | None = None
-        self._con: duckdb.DuckDBPyConnection | None = connection
+        self._handle: Handle | None = handle
         self._cursors: dict[int, duckdb.DuckDBPyConnection] = {}
         self._cursor_lock = threading.Lock()
         self._status = status
@@ -104,8 +104,8 @@ class Lease:
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The lease's DuckDB connection (one thread at a time; see cursor)."""
         self._require(LeaseState.HELD, "use its connection")
-        assert self._con is not None
-        return self._con
+        assert self._handle is not None
+        return self._handle.connection
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for the calling thread, closed with the lease.
@@ -113,12 +113,13 @@ class Lease:
         DuckDB 2.0 refuses one connection used from several threads at once,
         so each thread gets its own cursor on the shared instance.
         """
-        con = self.connection
+        self._require(LeaseState.HELD, "open a cursor")
+        assert self._handle is not None
         ident = threading.get_ident()
         with self._cursor_lock:
             cur = self._cursors.get(ident)
             if cur is None:
-                cur = self._cursors[ident] = con.cursor()
+                cur = self._cursors[ident] = self._handle.cursor()
             return cur
 
     @property
@@ -200,8 +201,8 @@ class Lease:
 
     def close_database(self) -> None:
         """Close cursors and connection; a writer checkpoints first."""
-        con, self._con = self._con, None
-        if con is None:
+        handle, self._handle = self._handle, None
+        if handle is None:
             return
         with self._cursor_lock:
             cursors = list(self._cursors.values())
@@ -209,7 +210,7 @@ class Lease:
         for cur in cursors:
             cur.close()
         write = self.mode is Mode.EXCLUSIVE and self.state is LeaseState.HELD
-        checkpoint_and_close(con, write=write)
+        handle.close(checkpoint=write)
 
     def finish(self) -> None:
         if self.state is LeaseState.HELD:
@@ -249,4 +250,3 @@ def _call(callback: Callback | None, lease: Lease) -> None:
         callback(lease)
     except Exception:
         log.exception("lease callback %r failed", callback)
-

@@ -15,7 +15,8 @@ Keys under the prefix ``P``:
 ``P:w:<token>``    HASH      waiter: mode, prio, since, ttl, name, meta
 ``P:m:<token>``    LIST      mailbox: ``granted:<fence>``, ``contended``, ``lost``
 ``P:fence``        STRING    fencing counter; only grows
-``P:seq``          STRING    arrival counter (FIFO tie-break)
+``P:seq``          STRING    arrival counter
+``P:order``        HASH      last queue score per class (FIFO tie-break)
 ``P:hist``         STREAM    grants, releases, expiries, forced releases
 ``P:stats``        HASH      counters since the keys were created
 =================  ========  ===================================================
@@ -37,7 +38,7 @@ NOT_HELD = 0
 _PRELUDE = r"""
 local P = KEYS[1]
 local K_EXP, K_Q, K_HB = P .. ':exp', P .. ':queue', P .. ':hb'
-local K_FENCE, K_SEQ = P .. ':fence', P .. ':seq'
+local K_FENCE, K_SEQ, K_ORDER = P .. ':fence', P .. ':seq', P .. ':order'
 local K_HIST, K_STATS = P .. ':hist', P .. ':stats'
 local HIST_LEN = tonumber(ARGV[1])
 local function hkey(t) return P .. ':h:' .. t end
@@ -164,7 +165,9 @@ end
 #       name, meta (opaque JSON kept for operators)
 # Returns {GRANTED, fence, ttl_left_ms} or
 #         {QUEUED, position, ms until the first holder's lease expires or -1}
-ACQUIRE = _PRELUDE + r"""
+ACQUIRE = (
+    _PRELUDE
+    + r"""
 local token, mode, prio = ARGV[2], ARGV[3], ARGV[4]
 local ttl, hb, penalty = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = now_ms()
@@ -174,10 +177,19 @@ if held then return {1, held[1], held[2]} end
 
 local new = redis.call('EXISTS', wkey(token)) == 0
 if new then
-  local seq = redis.call('INCR', K_SEQ)
+  -- Order: arrival ms plus the class penalty, nudged past the last
+  -- arrival of the same class so that ties stay FIFO. Scores travel as
+  -- '%.17g' strings: Lua would print a number with 14 digits only, which
+  -- drops the fraction of a 13-digit millisecond count.
+  redis.call('INCR', K_SEQ)
+  local score = now + penalty
+  local last = tonumber(redis.call('HGET', K_ORDER, prio) or '0')
+  if score <= last then score = last + 0.001 end
+  local text = string.format('%.17g', score)
+  redis.call('HSET', K_ORDER, prio, text)
   redis.call('HSET', wkey(token), 'mode', mode, 'prio', prio, 'since', now,
              'ttl', ttl, 'name', ARGV[8], 'meta', ARGV[9])
-  redis.call('ZADD', K_Q, now + penalty + (seq % 1000) / 1000, token)
+  redis.call('ZADD', K_Q, text, token)
 end
 redis.call('ZADD', K_HB, now + hb, token)
 pump(now)
@@ -194,11 +206,14 @@ local wake = -1
 if first[2] then wake = tonumber(first[2]) - now end
 return {2, redis.call('ZRANK', K_Q, token), wake}
 """
+)
 
 # CANCEL: a waiter gives up. If a grant raced the give-up, the lease is
 # released again, so the next waiter is not held up.
 # ARGV: hist_len, token.  Returns 1 if a raced grant was undone, else 0.
-CANCEL = _PRELUDE + r"""
+CANCEL = (
+    _PRELUDE
+    + r"""
 local token = ARGV[2]
 local now = now_ms()
 local undone = 0
@@ -214,11 +229,14 @@ redis.call('DEL', mbox(token))
 pump(now)
 return undone
 """
+)
 
 # RENEW: extend a held lease by its TTL, unless its class's max-hold budget
 # is spent. ARGV: hist_len, token, ttl_ms, max_hold_ms
 # Returns {OK, ttl_left_ms, waiters}, {LOST}, or {MAX_HOLD, ttl_left_ms, waiters}
-RENEW = _PRELUDE + r"""
+RENEW = (
+    _PRELUDE
+    + r"""
 local token, ttl, max_hold = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 pump(now)
@@ -232,27 +250,33 @@ redis.call('ZADD', K_EXP, now + ttl, token)
 redis.call('HINCRBY', hkey(token), 'renewals', 1)
 return {1, ttl, waiters}
 """
+)
 
 # RELEASE: owner-only, by token; then hand the file to the next waiters.
 # ARGV: hist_len, token.  Returns {RELEASED, hold_ms} or {NOT_HELD}
-RELEASE = _PRELUDE + r"""
+RELEASE = (
+    _PRELUDE
+    + r"""
 local token = ARGV[2]
 local now = now_ms()
 local since = redis.call('HGET', hkey(token), 'since')
+redis.call('DEL', mbox(token))  -- even after an expiry left 'lost' in it
 if not since then
   pump(now)
   return {0}
 end
 drop_holder(token, 'released', now, {})
-redis.call('DEL', mbox(token))
 pump(now)
 return {1, now - tonumber(since)}
 """
+)
 
 # STATUS: is this token still a holder, and does anyone wait?
 # ARGV: hist_len, token.
 # Returns {1, fence, ttl_left_ms, waiters, mode, prio} or {0, '', 0, waiters}
-STATUS = _PRELUDE + r"""
+STATUS = (
+    _PRELUDE
+    + r"""
 local token = ARGV[2]
 local now = now_ms()
 pump(now)
@@ -262,11 +286,14 @@ if not held then return {0, '', 0, waiters} end
 local h = redis.call('HMGET', hkey(token), 'mode', 'prio')
 return {1, held[1], held[2], waiters, h[1], h[2]}
 """
+)
 
 # RESEED: the file recorded fence `floor` (e.g. after Redis lost its keys);
 # raise the counter above it and give the new fence to this writer.
 # ARGV: hist_len, token, floor.  Returns {OK, new_fence} or {LOST}
-RESEED = _PRELUDE + r"""
+RESEED = (
+    _PRELUDE
+    + r"""
 local token, floor = ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 purge(now)
@@ -278,12 +305,15 @@ redis.call('HSET', hkey(token), 'fence', fence)
 event('reseed', token, {'fence', fence, 'floor', floor})
 return {1, fence}
 """
+)
 
 # FORCE_RELEASE: an operator takes the lease from its holders (or from one
 # token), advances the fence so the old writer cannot commit, and wakes the
 # next waiter. ARGV: hist_len, who, reason, token or ''.
 # Returns {released_count, new_fence}
-FORCE_RELEASE = _PRELUDE + r"""
+FORCE_RELEASE = (
+    _PRELUDE
+    + r"""
 local who, reason, only = ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms()
 purge(now)
@@ -299,6 +329,7 @@ local fence = redis.call('INCR', K_FENCE)
 pump(now)
 return {n, fence}
 """
+)
 
 # SNAPSHOT: read-only view for operators (no purge: looking changes nothing).
 # Returns {now_ms, fence, holders, waiters, stats}; holders and waiters are

@@ -26,7 +26,7 @@ from . import _core as core
 from ._base import ManagerBase
 from ._config import LeaseConfig, Mode, Priority
 from ._connect import client_from_url
-from ._duck import ensure_fence_table, open_database
+from ._duck import Handle, claim_fence, ensure_fence_table, open_database
 from ._errors import LeaseTimeout, short
 from ._lease import Callback, Lease, LeaseState
 from ._scripts import LOST
@@ -117,7 +117,7 @@ class DuckDBWriteLockManager(ManagerBase):
         granted_at = time.monotonic()
 
         try:
-            con = open_database(
+            handle = open_database(
                 self.db_path,
                 read_only=mode is Mode.SHARED,
                 budget=deadline - time.monotonic(),
@@ -126,16 +126,24 @@ class DuckDBWriteLockManager(ManagerBase):
             )
             fence = grant.fence
             if mode is Mode.EXCLUSIVE:
-                fence = self._settle_fence(con, token, grant.fence or 0)
+                fence = self._settle_fence(handle, token, grant.fence or 0)
         except BaseException:
             self._give_back(token)
             raise
 
         lease = self._lease(
-            token=token, mode=mode, priority=priority, who=who, fence=fence,
-            con=con, started=started, granted_at=granted_at,
-            ttl_left=grant.ttl_left, status=lambda: self._status(token),
-            on_contended=on_contended, on_lost=on_lost,
+            token=token,
+            mode=mode,
+            priority=priority,
+            who=who,
+            fence=fence,
+            handle=handle,
+            started=started,
+            granted_at=granted_at,
+            ttl_left=grant.ttl_left,
+            status=lambda: self._status(token),
+            on_contended=on_contended,
+            on_lost=on_lost,
         )
         self._keep(lease)
         log.debug("granted %r after %.3fs", lease, lease.wait_s)
@@ -184,16 +192,26 @@ class DuckDBWriteLockManager(ManagerBase):
         status = self._status(token)
         if not status.held or status.mode is None or status.priority is None:
             raise self._lost(token, "cannot adopt: no lease is held under it")
-        con = open_database(
-            self.db_path, read_only=status.mode is Mode.SHARED,
-            budget=self._budget(wait_for), key=self.key, token=token,
+        handle = open_database(
+            self.db_path,
+            read_only=status.mode is Mode.SHARED,
+            budget=self._budget(wait_for),
+            key=self.key,
+            token=token,
         )
         lease = self._lease(
-            token=token, mode=status.mode, priority=status.priority,
-            who=name or self.name, fence=status.fence, con=con, started=started,
-            granted_at=started, ttl_left=status.ttl_left,
+            token=token,
+            mode=status.mode,
+            priority=status.priority,
+            who=name or self.name,
+            fence=status.fence,
+            handle=handle,
+            started=started,
+            granted_at=started,
+            ttl_left=status.ttl_left,
             status=lambda: self._status(token),
-            on_contended=on_contended, on_lost=on_lost,
+            on_contended=on_contended,
+            on_lost=on_lost,
         )
         self._keep(lease)
         return lease
@@ -282,38 +300,60 @@ class DuckDBWriteLockManager(ManagerBase):
         except RedisError:
             self._warn_not_released(token)
 
-    def _settle_fence(self, con: Any, token: str, fence: int) -> int:
-        """Make sure the lease's fence is above anything the file recorded."""
-        recorded = ensure_fence_table(con)
-        if fence > recorded:
-            return fence
-        reply = self._call("reseed", token, recorded)
-        if int(reply[0]) == LOST:
-            raise self._lost(token, "expired while opening the file")
-        log.info(
-            "fence on %s reseeded from %s to %s (Redis had lost its counter)",
-            self.key, fence, reply[1],
-        )
-        return int(reply[1])
+    def _settle_fence(self, handle: Handle, token: str, fence: int) -> int:
+        """Put the lease's fence above anything the file recorded, and claim it."""
+        recorded = ensure_fence_table(handle.connection)
+        if fence <= recorded:
+            reply = self._call("reseed", token, recorded)
+            if int(reply[0]) == LOST:
+                raise self._lost(token, "expired while opening the file")
+            log.info(
+                "fence on %s reseeded from %s to %s (Redis had lost its counter)",
+                self.key,
+                fence,
+                reply[1],
+            )
+            fence = int(reply[1])
+        claim_fence(handle.connection, fence=fence, token=token)
+        return fence
 
     def _status(self, token: str) -> core.Status:
         return core.parse_status(self._call("status", token))
 
     def _acquire_degraded(
-        self, mode: Mode, priority: Priority, who: str, deadline: float,
+        self,
+        mode: Mode,
+        priority: Priority,
+        who: str,
+        deadline: float,
         exc: BaseException,
     ) -> Lease:
         self._warn_degraded(exc)
         started = time.monotonic()
         token = core.new_token()
-        con = open_database(
-            self.db_path, read_only=mode is Mode.SHARED,
-            budget=deadline - started, key=self.key, token=token,
+        handle = open_database(
+            self.db_path,
+            read_only=mode is Mode.SHARED,
+            budget=deadline - started,
+            key=self.key,
+            token=token,
         )
-        fence = ensure_fence_table(con) + 1 if mode is Mode.EXCLUSIVE else None
+        fence = (
+            ensure_fence_table(handle.connection) + 1
+            if mode is Mode.EXCLUSIVE
+            else None
+        )
         return self._lease(
-            token=token, mode=mode, priority=priority, who=who, fence=fence,
-            con=con, started=started, granted_at=started, ttl_left=0, status=None,
+            token=token,
+            mode=mode,
+            priority=priority,
+            who=who,
+            fence=fence,
+            handle=handle,
+            started=started,
+            granted_at=started,
+            ttl_left=0,
+            status=None,
         )
 
     def _renew(self, lease: Lease) -> None:

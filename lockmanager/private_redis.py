@@ -56,8 +56,17 @@ def start_redis_server(port: int | None = None) -> PrivateRedis:
     workdir = tempfile.mkdtemp(prefix="fluxion-redis-")
     proc = subprocess.Popen(
         [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", workdir,
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -74,7 +83,9 @@ def start_redis_server(port: int | None = None) -> PrivateRedis:
             proc.kill()
             proc.wait()
 
-    return PrivateRedis(url=url, kind="redis-server", port=port, _stop=stop, process=proc)
+    return PrivateRedis(
+        url=url, kind="redis-server", port=port, _stop=stop, process=proc
+    )
 
 
 def _start_embedded() -> PrivateRedis:
@@ -89,7 +100,8 @@ def _start_embedded() -> PrivateRedis:
     _wait_until_up(url, None)
     log.info(
         "no redis-server on PATH: started the embedded Redis-protocol server"
-        " (fakeredis) on 127.0.0.1:%d", port,
+        " (fakeredis) on 127.0.0.1:%d",
+        port,
     )
 
     def stop() -> None:
@@ -101,7 +113,7 @@ def _start_embedded() -> PrivateRedis:
 
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None) -> None:
     client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     try:
         while True:
             try:
@@ -111,7 +123,7 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None) -> None:
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"redis-server exited with {proc.returncode}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"private Redis at {url} did not answer in 10s")
+                    raise RuntimeError(f"private Redis at {url} did not answer in 60s")
                 time.sleep(0.02)
     finally:
         client.close()

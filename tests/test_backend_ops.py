@@ -87,7 +87,11 @@ async def test_admin_locks_shows_both_fences_and_history(
     """The Redis fence is never behind the file's high-water mark."""
     async with serving(settings) as client:
         await client.post("/usuarios", json={"nombre": "A", "email": "a@b.co"})
-        response = await client.get("/admin/locks", headers=AUTH)
+        for _ in range(40):  # the write turn may still be closing the file
+            response = await client.get("/admin/locks", headers=AUTH)
+            if response.json().get("file_fence"):
+                break
+            await asyncio.sleep(0.05)
 
     view = response.json()
     assert response.status_code == 200, response.text

@@ -36,10 +36,12 @@ def test_real_exports_load_to_the_manifest_totals_and_reload_adds_nothing(
     files = expand_paths([shared_data / "exports"])
     config = LeaseConfig(key_prefix=key_prefix)
 
-    first = load_files(files, redis_url=redis_url, db_path=str(db), config=config,
-                       workers=2).as_dict()
-    second = load_files(files, redis_url=redis_url, db_path=str(db), config=config,
-                        workers=1).as_dict()
+    first = load_files(
+        files, redis_url=redis_url, db_path=str(db), config=config, workers=2
+    ).as_dict()
+    second = load_files(
+        files, redis_url=redis_url, db_path=str(db), config=config, workers=1
+    ).as_dict()
 
     rows, quantity, total, invoices = _totals(db)
     assert (rows, quantity, invoices) == (104677, 914726, 4860)
@@ -97,8 +99,11 @@ def _batches(db: Path) -> int:
 
 def _load(paths, redis_url, db, prefix, **kwargs):
     return load_files(
-        expand_paths(paths), redis_url=redis_url, db_path=str(db),
-        config=LeaseConfig(key_prefix=prefix), **kwargs,
+        expand_paths(paths),
+        redis_url=redis_url,
+        db_path=str(db),
+        config=LeaseConfig(key_prefix=prefix),
+        **kwargs,
     ).as_dict()
 
 
@@ -143,21 +148,38 @@ def test_etl_killed_at_any_point_then_rerun_loads_each_row_once(
     manifest = json.loads((shared_data / "manifest.json").read_text())
     want = [f for f in manifest["files"] if f["path"].split("/")[1] in days]
     db = tmp_path / "ventas.duckdb"
-    cmd = [sys.executable, "-m", "backend.cli", "etl", "load", *folders,
-           "--db", str(db), "--redis", redis_url, "--key-prefix", key_prefix,
-           "--chunk-rows", "100", "--lease-ttl", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "etl",
+        "load",
+        *folders,
+        "--db",
+        str(db),
+        "--redis",
+        redis_url,
+        "--key-prefix",
+        key_prefix,
+        "--chunk-rows",
+        "100",
+        "--lease-ttl",
+        "1",
+    ]
     rng = random.Random(4)
     root = Path(__file__).resolve().parents[1]
     progress = []
     for _ in range(5):
-        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(1.2, 3.0))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         progress.append(_batches(db))
-    finished = subprocess.run(cmd + ["--json"], cwd=root, capture_output=True,
-                              text=True, timeout=300)
+    finished = subprocess.run(
+        cmd + ["--json"], cwd=root, capture_output=True, text=True, timeout=300
+    )
     assert finished.returncode == 0, finished.stderr[-2000:]
     total_batches = _batches(db)
     assert any(0 < n < total_batches for n in progress), (
@@ -200,7 +222,9 @@ def test_every_variant_folder_loads_to_its_manifest_totals(
     for folder, count, quantity, total, invoices in rows:
         want = groups[f"variants/{folder}"]
         assert (count, quantity, invoices) == (
-            want["rows"], want["sum_quantity"], want["distinct_invoices"]
+            want["rows"],
+            want["sum_quantity"],
+            want["distinct_invoices"],
         ), folder
         assert Decimal(total).quantize(Decimal("0.01")) == Decimal(
             str(want["sum_line_total"])

@@ -33,16 +33,30 @@ def _prepare(redis_url: str, db: Path, prefix: str) -> None:
 
 def _spawn(action, role, redis_url, db, prefix, out=None, **extra):
     cmd = [
-        sys.executable, "-m", "tests.workers", action, "--role", role,
-        "--redis", redis_url, "--db", str(db), "--prefix", prefix,
+        sys.executable,
+        "-m",
+        "tests.workers",
+        action,
+        "--role",
+        role,
+        "--redis",
+        redis_url,
+        "--db",
+        str(db),
+        "--prefix",
+        prefix,
     ]
     if out is not None:
         cmd += ["--out", str(out)]
     for k, v in extra.items():
         cmd += [f"--{k}", str(v)]
     return subprocess.Popen(
-        cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        cmd,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -104,9 +118,11 @@ def test_killed_holder_frees_the_file_within_its_ttl(redis_url, tmp_path, key_pr
     mgr = DuckDBWriteLockManager(redis_url, db, config=config)
     with mgr.write(wait_for=10) as lease:
         waited = time.monotonic() - killed_at
-        committed = lease.cursor().execute(
-            "SELECT count(*) FROM acks WHERE writer = 'held'"
-        ).fetchone()
+        committed = (
+            lease.cursor()
+            .execute("SELECT count(*) FROM acks WHERE writer = 'held'")
+            .fetchone()
+        )
     mgr.close()
 
     assert waited < 1.5 + 1.0
@@ -129,9 +145,11 @@ def test_paused_holder_past_its_ttl_cannot_commit(redis_url, tmp_path, key_prefi
     holder.stdin.write("write\n")
     holder.stdin.flush()
     with mgr.write(wait_for=10) as lease:
-        stale = lease.cursor().execute(
-            "SELECT count(*) FROM acks WHERE writer = 'stale'"
-        ).fetchone()
+        stale = (
+            lease.cursor()
+            .execute("SELECT count(*) FROM acks WHERE writer = 'stale'")
+            .fetchone()
+        )
     out, err = holder.communicate(timeout=30)
     mgr.close()
 

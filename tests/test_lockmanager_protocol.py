@@ -290,15 +290,17 @@ def test_expired_holder_frees_the_file_for_the_next_waiter(
 def test_no_lease_keys_are_left_once_everything_is_released(
     manager, redis_url, key_prefix
 ):
-    """Only the fence, counters and history outlive the leases."""
+    """Only the fence, the arrival order, counters and history outlive leases."""
     with manager.write():
         pass
     with manager.read():
         pass
     client = redis.Redis.from_url(redis_url)
-    left = sorted(k.decode().rsplit(":", 1)[-1] for k in client.scan_iter(f"{key_prefix}:*"))
+    left = sorted(
+        k.decode().rsplit(":", 1)[-1] for k in client.scan_iter(f"{key_prefix}:*")
+    )
 
-    assert left == ["fence", "hist", "seq", "stats"]
+    assert left == ["fence", "hist", "order", "seq", "stats"]
 
 
 def test_lease_handed_to_another_process_by_token(

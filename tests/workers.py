@@ -52,15 +52,26 @@ def churn(args: argparse.Namespace) -> int:
                                 " VALUES (?, ?, ?, ?)",
                                 [f"{args.role}-{os.getpid()}", seq, lease.fence, rows],
                             )
-                        _record(out, kind="ack", writer=f"{args.role}-{os.getpid()}",
-                                seq=seq)
+                        _record(
+                            out,
+                            kind="ack",
+                            writer=f"{args.role}-{os.getpid()}",
+                            seq=seq,
+                        )
                         chunks += 1
                         if args.role != "etl" or lease.contended or chunks >= 20:
                             break
             finally:
-                _record(out, kind="turn", role=args.role, pid=os.getpid(),
-                        mode=mode.value, fence=lease.fence, start=start,
-                        end=time.monotonic())
+                _record(
+                    out,
+                    kind="turn",
+                    role=args.role,
+                    pid=os.getpid(),
+                    mode=mode.value,
+                    fence=lease.fence,
+                    start=start,
+                    end=time.monotonic(),
+                )
                 mgr.release(lease)
             time.sleep(args.pause)
     mgr.close()
@@ -72,15 +83,20 @@ def hold(args: argparse.Namespace) -> int:
     mgr = _manager(args)
     lease = mgr.acquire(Mode.EXCLUSIVE)
     with lease.transaction() as cur:
-        cur.execute("INSERT INTO acks (writer, seq, fence, rows) VALUES ('held', 1, ?, 1)",
-                    [lease.fence])
+        cur.execute(
+            "INSERT INTO acks (writer, seq, fence, rows) VALUES ('held', 1, ?, 1)",
+            [lease.fence],
+        )
     print("ready", lease.fence, flush=True)
     for line in sys.stdin:
         if line.strip() == "write":
             try:
                 with lease.transaction() as cur:
-                    cur.execute("INSERT INTO acks (writer, seq, fence, rows)"
-                                " VALUES ('stale', 2, ?, 1)", [lease.fence])
+                    cur.execute(
+                        "INSERT INTO acks (writer, seq, fence, rows)"
+                        " VALUES ('stale', 2, ?, 1)",
+                        [lease.fence],
+                    )
                 print("committed", flush=True)
             except Exception as exc:  # report the class to the parent
                 print("refused", type(exc).__name__, flush=True)

@@ -40,6 +40,7 @@ class FileFence(BaseModel):
 
 class LocksView(BaseModel):
     key: str
+    server_time_ms: int
     redis_fence: int
     file_fence: FileFence | None
     file_fence_error: str | None
@@ -72,14 +73,21 @@ async def ver_locks(
 ) -> LocksView:
     """Holders, waiters, both fences, counters and recent grants/releases."""
     view = await database.manager.inspect(history=history)
-    try:
-        row = await database.read(_file_fence, wait_for=FILE_FENCE_WAIT)
-        file_fence, error = FileFence.model_validate(row), None
-    except LeaseTimeout as exc:
-        file_fence, error = None, f"file busy, fence not read: {exc}"
+    busy = view["waiters"] or any(h["mode"] == "exclusive" for h in view["holders"])
+    if busy:
+        # Queueing a read now would make the writer yield to a dashboard
+        # refresh; the fence is shown again once the file is free.
+        file_fence, error = None, "file busy (a writer holds or waits), not read"
+    else:
+        try:
+            row = await database.read(_file_fence, wait_for=FILE_FENCE_WAIT)
+            file_fence, error = FileFence.model_validate(row), None
+        except LeaseTimeout as exc:
+            file_fence, error = None, f"file busy, fence not read: {exc}"
 
     return LocksView(
         key=view["key"],
+        server_time_ms=view["server_time_ms"],
         redis_fence=view["fence"],
         file_fence=file_fence,
         file_fence_error=error,
