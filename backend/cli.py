@@ -213,6 +213,12 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     summary = report.as_dict()
     for rejected in summary["files_rejected"]:
         print(f"rejected: {rejected['reason']}", file=sys.stderr)
+    for replaced in summary["files_replaced"]:
+        print(
+            f"replaced: {replaced['path']} replaced the earlier load of store"
+            f" {replaced['store']} for {replaced['day']}",
+            file=sys.stderr,
+        )
     print(
         f"{summary['files']} files: {summary['rows_loaded']} rows loaded,"
         f" {summary['rows_rejected']} quarantined, {summary['rows_skipped']} skipped"

@@ -6,6 +6,10 @@ The lease is kept across chunks and files while nobody waits for the file,
 and given back between chunks as soon as someone does: an idle backend
 costs the load nothing and a busy one waits at most one chunk.
 
+Small files are grouped, many to a transaction, up to about `chunk_rows`
+rows: a statement costs milliseconds whatever its size, so a real store's
+day of a few hundred lines must not pay for a transaction of its own.
+
 Exactly once: a chunk's rows, its quarantined rows and its `etl_batches`
 record commit in one fenced transaction. The batch identity is the file's
 content hash and the chunk's position (the chunk size is recorded with the
@@ -20,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,10 @@ import pyarrow as pa
 
 from lockmanager import DuckDBWriteLockManager, Lease, Mode, Priority
 
+from ._write import Piece, write_pieces
 from .errors import FileRejected
 from .formats import detect_format, file_sha256, read_export
+from .report import FileReport, LoadReport
 from .schema import ensure_sales_schema
 
 log = logging.getLogger("etl.loader")
@@ -41,85 +47,6 @@ DEFAULT_CHUNK_ROWS = 122_880
 # bounds how long the backend waits: one turn, not one file.
 DEFAULT_MIN_TURN = 0.25
 _PARSE_AHEAD = 3
-
-
-@dataclass
-class FileReport:
-    """What happened to one file; `reconciled` checks its row accounting."""
-
-    path: str
-    sha256: str = ""
-    format: str = ""
-    status: str = "pending"  # loaded | skipped | rejected
-    reason: str = ""
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_rejected: int = 0
-    rows_skipped: int = 0
-    chunks: int = 0
-    store_day: tuple[int, Any] | None = None
-    replaces: str = ""
-
-    @property
-    def reconciled(self) -> bool:
-        accounted = self.rows_loaded + self.rows_rejected + self.rows_skipped
-        return self.rows_read == accounted
-
-
-@dataclass
-class LoadReport:
-    """The ETL's JSON report (DESIGN.md field names)."""
-
-    files: list[FileReport] = field(default_factory=list)
-    lock_errors: int = 0
-    lock_wait_s: float = 0.0
-    turns: int = 0
-    elapsed_s: float = 0.0
-
-    def total(self, name: str) -> int:
-        return sum(getattr(f, name) for f in self.files)
-
-    def merge(self, other: LoadReport) -> None:
-        self.files += other.files
-        self.lock_errors += other.lock_errors
-        self.lock_wait_s += other.lock_wait_s
-        self.turns += other.turns
-
-    def as_dict(self) -> dict[str, Any]:
-        loaded = self.total("rows_loaded")
-        return {
-            "files": len(self.files),
-            "files_loaded": sum(f.status == "loaded" for f in self.files),
-            "files_skipped": sum(f.status == "skipped" for f in self.files),
-            "rows_read": self.total("rows_read"),
-            "rows_loaded": loaded,
-            "rows_rejected": self.total("rows_rejected"),
-            "rows_skipped": self.total("rows_skipped"),
-            "files_rejected": [
-                {"path": f.path, "reason": f.reason}
-                for f in self.files
-                if f.status == "rejected"
-            ],
-            "lock_errors": self.lock_errors,
-            "lock_wait_s": round(self.lock_wait_s, 3),
-            "write_turns": self.turns,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "rows_per_s": round(loaded / self.elapsed_s) if self.elapsed_s else 0,
-            "reconciled": all(f.reconciled for f in self.files),
-            "per_file": [
-                {
-                    "path": f.path,
-                    "format": f.format,
-                    "status": f.status,
-                    "rows_read": f.rows_read,
-                    "rows_loaded": f.rows_loaded,
-                    "rows_rejected": f.rows_rejected,
-                    "rows_skipped": f.rows_skipped,
-                    "reconciled": f.reconciled,
-                }
-                for f in self.files
-            ],
-        }
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -182,7 +109,9 @@ class Loader:
         self._lease: Lease | None = None
         self._report = LoadReport()
         self._store_days: dict[tuple[int, Any], str] = {}
-        self._held_back: dict[str, list[Any]] = {}
+        self._held_back: dict[str, list[Piece]] = {}
+        self._group: list[Piece] = []
+        self._waiting: list[FileReport] = []
 
     def load(self, paths: Sequence[Path]) -> LoadReport:
         started = time.monotonic()
@@ -192,6 +121,7 @@ class Loader:
         try:
             for report, item in self._parsed(reports, known):
                 self._commit(report, item, known)
+            self._flush()
         finally:
             self._give_back()
         self._report.elapsed_s = time.monotonic() - started
@@ -282,7 +212,7 @@ class Loader:
             self._reject(report, item)
             return
         if item == "end":
-            self._finish(report)
+            self._end_of_file(report)
             return
         if report.status == "rejected":
             return
@@ -298,123 +228,74 @@ class Loader:
             earlier = self._store_days.get(report.store_day or (0, None))
             if earlier and earlier != report.sha256:
                 report.replaces = earlier
+        piece = Piece(report, chunk, size)
         if report.replaces:
             # A corrected re-send: its chunks wait for one transaction, so a
             # reader sees the old version or the new one, never both.
-            self._held_back.setdefault(report.sha256, []).append(chunk)
+            self._held_back.setdefault(report.sha256, []).append(piece)
             return
-        self._write(report, size, [chunk])
+        self._group.append(piece)
+        if sum(p.chunk.rows_read for p in self._group) >= self.chunk_rows:
+            self._flush()
 
-    def _finish(self, report: FileReport) -> None:
-        waiting = self._held_back.pop(report.sha256, [])
-        if waiting and report.status != "rejected":
-            size = self.chunk_rows
-            self._write(report, size, waiting)
+    def _end_of_file(self, report: FileReport) -> None:
+        held = self._held_back.pop(report.sha256, [])
+        if held and report.status != "rejected":
+            self._flush()  # files commit in the order they were given
+            self._write(held, replaces=report.replaces)
             log.info(
                 "%s replaced the earlier load of store %s, day %s (file %s)",
                 report.path,
                 *report.store_day,
                 report.replaces[:12],
             )
+        if any(p.report is report for p in self._group):
+            self._waiting.append(report)
+        else:
+            self._settle(report)
+
+    def _flush(self) -> None:
+        if self._group:
+            pieces, self._group = self._group, []
+            self._write(pieces)
+        waiting, self._waiting = self._waiting, []
+        for report in waiting:
+            self._settle(report)
+
+    def _write(self, pieces: list[Piece], *, replaces: str = "") -> None:
+        lease = self._ensure_lease()
+        assert lease.fence is not None
+        with lease.transaction() as cur:
+            done = write_pieces(cur, pieces, fence=lease.fence, replaces=replaces)
+        for piece in pieces:
+            report, chunk = piece.report, piece.chunk
+            if piece.batch_id in done:  # another loader got there first
+                report.rows_skipped += chunk.rows_read
+            else:
+                report.rows_loaded += chunk.table.num_rows
+                report.rows_rejected += len(chunk.rejected)
+        held = time.monotonic() - self._turn_started
+        if held >= self.min_turn and lease.contended:
+            self._give_back()
+
+    def _settle(self, report: FileReport) -> None:
         if report.status == "pending":
-            report.status = "loaded" if report.rows_loaded else "skipped"
+            wrote = report.rows_loaded + report.rows_rejected
+            report.status = "loaded" if wrote else "skipped"
         if report.store_day and report.status == "loaded":
             self._store_days[report.store_day] = report.sha256
         if self.on_file_done:
             self.on_file_done(report)
 
-    def _write(self, report: FileReport, size: int, chunks: list[Any]) -> None:
-        lease = self._ensure_lease()
-        if self._write_chunks(lease, report, size, chunks):
-            report.rows_loaded += sum(c.table.num_rows for c in chunks)
-            report.rows_rejected += sum(len(c.rejected) for c in chunks)
-        else:
-            report.rows_skipped += sum(c.rows_read for c in chunks)
-        held = time.monotonic() - self._turn_started
-        if held >= self.min_turn and lease.contended:
-            self._give_back()
-
-    def _write_chunks(
-        self, lease: Lease, report: FileReport, size: int, chunks: list[Any]
-    ) -> bool:
-        """Insert chunks with their batch records in one transaction.
-
-        Returns False, changing nothing, when the first chunk is already
-        there (another loader got to this file first).
-        """
-        first = f"{report.sha256}:{chunks[0].index}"
-        with lease.transaction() as cur:
-            done = cur.execute(
-                "SELECT 1 FROM etl_batches WHERE batch_id = ?", [first]
-            ).fetchone()
-            if done:
-                return False
-            store, day = report.store_day or (None, None)
-            cur.execute(
-                "INSERT INTO etl_files (file_sha, path, ubicacion_id, fecha,"
-                " formato, chunk_rows) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                [report.sha256, report.path, store, day, report.format, size],
-            )
-            if report.replaces:
-                _retire_file(cur, report.replaces, report.sha256)
-            for chunk in chunks:
-                self._insert_chunk(cur, lease, report, chunk)
-        return True
-
-    def _insert_chunk(
-        self, cur: Any, lease: Lease, report: FileReport, chunk: Any
-    ) -> None:
-        batch_id = f"{report.sha256}:{chunk.index}"
-        table: pa.Table = chunk.table
-        cur.register("chunk_rows_in", table)
-        try:
-            cur.execute(
-                "INSERT INTO ventas_raw BY NAME"
-                " SELECT *, ? AS batch_id FROM chunk_rows_in",
-                [batch_id],
-            )
-        finally:
-            cur.unregister("chunk_rows_in")
-        if chunk.rejected:
-            self._quarantine(cur, batch_id, report.path, chunk.rejected)
-        cur.execute(
-            "INSERT INTO etl_batches (batch_id, file_sha, chunk_index,"
-            " first_line, last_line, rows_read, rows_loaded, rows_rejected,"
-            " fence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                batch_id,
-                report.sha256,
-                chunk.index,
-                chunk.first_line,
-                chunk.last_line,
-                chunk.rows_read,
-                table.num_rows,
-                len(chunk.rejected),
-                lease.fence,
-            ],
-        )
-
-    @staticmethod
-    def _quarantine(cur: Any, batch_id: str, path: str, rejected: list[Any]) -> None:
-        bad = pa.table(
-            {
-                "batch_id": [batch_id] * len(rejected),
-                "path": [path] * len(rejected),
-                "linea": [r.line for r in rejected],
-                "raw": [r.raw for r in rejected],
-                "reason": [r.reason for r in rejected],
-            }
-        )
-        cur.register("bad_rows_in", bad)
-        try:
-            cur.execute("INSERT INTO etl_quarantine BY NAME SELECT * FROM bad_rows_in")
-        finally:
-            cur.unregister("bad_rows_in")
-
     def _reject(self, report: FileReport, exc: FileRejected) -> None:
+        # Chunks of this file not yet written are dropped: refused whole.
+        dropped = [p for p in self._group if p.report is report]
+        self._group = [p for p in self._group if p.report is not report]
+        report.rows_read -= sum(p.chunk.rows_read for p in dropped)
         report.status = "rejected"
         report.reason = str(exc)
+        if report.rows_loaded:
+            report.reason += f" ({report.rows_loaded} earlier rows stay loaded)"
         log.warning("file rejected: %s", exc)
         if self.on_file_done:
             self.on_file_done(report)
@@ -443,17 +324,3 @@ def _store_day(table: pa.Table) -> tuple[int, Any] | None:
     if keys.num_rows != 1:
         return None
     return int(keys["ubicacion_id"][0].as_py()), keys["fecha"][0].as_py()
-
-
-def _retire_file(cur: Any, old_sha: str, new_sha: str) -> None:
-    """Remove an earlier version's rows; keep its records, marked replaced.
-
-    The old file's batch records stay, so rerunning the old file later is
-    still a no-op instead of bringing its rows back.
-    """
-    cur.execute(
-        "DELETE FROM ventas_raw WHERE starts_with(batch_id, ?)", [old_sha + ":"]
-    )
-    cur.execute(
-        "UPDATE etl_files SET replaced_by = ? WHERE file_sha = ?", [new_sha, old_sha]
-    )

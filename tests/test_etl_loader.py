@@ -169,13 +169,32 @@ def test_etl_killed_at_any_point_then_rerun_loads_each_row_once(
     rng = random.Random(4)
     root = Path(__file__).resolve().parents[1]
     progress = []
+    # First while it waits for the lease, which the test holds...
+    holder = DuckDBWriteLockManager(
+        redis_url, db, config=LeaseConfig(key_prefix=key_prefix)
+    )
+    with holder.write():
+        waiting = subprocess.Popen(cmd, cwd=root, stderr=subprocess.DEVNULL)
+        time.sleep(3.0)
+        os.kill(waiting.pid, signal.SIGKILL)
+        waiting.wait()
+    holder.close()
+    # ...then at random points inside and between chunks.
     for _ in range(5):
         proc = subprocess.Popen(
-            cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            cmd,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        time.sleep(rng.uniform(1.2, 3.0))
+        for line in proc.stderr:  # wait until it is loading, then strike
+            if ": loaded," in line:
+                break
+        time.sleep(rng.uniform(0.0, 0.4))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stderr.close()
         progress.append(_batches(db))
     finished = subprocess.run(
         cmd + ["--json"], cwd=root, capture_output=True, text=True, timeout=300
