@@ -248,3 +248,38 @@ def test_every_variant_folder_loads_to_its_manifest_totals(
         assert Decimal(total).quantize(Decimal("0.01")) == Decimal(
             str(want["sum_line_total"])
         ), folder
+
+
+def test_bad_rows_are_quarantined_and_unreadable_files_refused_whole(
+    redis_url, tmp_path, key_prefix
+):
+    """Good rows of a file load; bad ones land in etl_quarantine with a reason."""
+    header = (
+        "location_id,date,invoice_number,product_id,quantity,unit_price,"
+        "line_total,description,invoice_time,customer_id,location_name\n"
+    )
+    good = "2,2011-01-04,536001,85123A,6,2.55,15.30,WHITE HEART,09:01,17850,Germany\n"
+    bad_qty = "2,2011-01-04,536001,22752,six,7.65,45.90,SET 7 BABUSHKA,09:01,,Germany\n"
+    bad_store = "99,2011-01-04,536002,71053,1,3.39,3.39,LANTERN,09:02,,Nowhere\n"
+    exports = tmp_path / "in"
+    exports.mkdir()
+    (exports / "store_02_2011-01-04.csv").write_text(
+        header + good + bad_qty + good + bad_store
+    )
+    (exports / "store_03_2011-01-04.csv").write_bytes(b"\x00\x01binary\xff" * 20)
+    db = tmp_path / "ventas.duckdb"
+
+    report = _load([exports], redis_url, db, key_prefix)
+
+    assert report["rows_read"] == 4 and report["rows_loaded"] == 2
+    assert report["rows_rejected"] == 2 and report["reconciled"]
+    [refused] = report["files_rejected"]
+    assert "store_03" in refused["path"] and "store_03" in refused["reason"]
+    con = duckdb.connect(str(db), read_only=True)
+    quarantined = con.execute(
+        "SELECT linea, raw, reason FROM etl_quarantine ORDER BY linea"
+    ).fetchall()
+    con.close()
+    assert [q[0] for q in quarantined] == [3, 5]
+    assert quarantined[0][1] == bad_qty.rstrip("\n") and "six" in quarantined[0][2]
+    assert "99" in quarantined[1][2]
