@@ -85,6 +85,7 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
         name: str | None = None,
         on_contended: Callback | None = None,
         on_lost: Callback | None = None,
+        on_at_risk: Callback | None = None,
     ) -> Lease:
         """Wait for a turn and open the file; see the sync `acquire`."""
         started = time.monotonic()
@@ -127,6 +128,7 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
             status=lambda: self._status_from_thread(token, loop),
             on_contended=on_contended,
             on_lost=on_lost,
+            on_at_risk=on_at_risk,
         )
         # The keeper outlives the request that took the lease: give it a
         # context of its own, so caller-bound values (request ids) stay out.
@@ -316,6 +318,7 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
             reply = await self._call("renew", *self._renew_args(lease))
         except RedisError:
             renew_log.warning("renewal of %r failed", lease, exc_info=True)
+            lease.mark_at_risk(True)
             return
         self._renewed(lease, reply, asked)
 

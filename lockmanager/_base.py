@@ -101,6 +101,7 @@ class ManagerBase:
         status: Callable[[], core.Status] | None,
         on_contended: Callback | None = None,
         on_lost: Callback | None = None,
+        on_at_risk: Callback | None = None,
     ) -> Lease:
         lease = Lease(
             key=self.key,
@@ -114,6 +115,7 @@ class ManagerBase:
             status=status,
             on_contended=on_contended,
             on_lost=on_lost,
+            on_at_risk=on_at_risk,
             degraded=status is None,
         )
         if status is not None:
@@ -157,6 +159,7 @@ class ManagerBase:
     def _renewed(self, lease: Lease, reply: Any, asked: float) -> None:
         """Apply one renewal's outcome to the lease."""
         outcome = core.parse_renew(reply)
+        lease.mark_at_risk(False)
         if not outcome.held:
             lease.mark_lost("expired before renewal")
             return

@@ -66,6 +66,7 @@ class Lease:
         status: Callable[[], Status] | None,
         on_contended: Callback | None = None,
         on_lost: Callback | None = None,
+        on_at_risk: Callback | None = None,
         degraded: bool = False,
     ):
         self.key = key
@@ -89,6 +90,10 @@ class Lease:
         self._contended = threading.Event()
         self._on_contended = on_contended
         self._on_lost = on_lost
+        self._on_at_risk = on_at_risk
+        #: renewal is failing (Redis unreachable); the lease may be lost
+        #: once `valid_until` passes
+        self.at_risk = False
 
     def __repr__(self) -> str:
         return (
@@ -190,6 +195,15 @@ class Lease:
                 _call(self._on_contended, self)
         elif message == "lost":
             self.mark_lost("expired or force-released")
+
+    def mark_at_risk(self, at_risk: bool) -> None:
+        """Renewal failed (True) or worked again (False)."""
+        if at_risk == self.at_risk or self.state is not LeaseState.HELD:
+            return
+        self.at_risk = at_risk
+        if at_risk:
+            log.warning("lease at risk: %r could not be renewed", self)
+            _call(self._on_at_risk, self)
 
     def mark_lost(self, why: str) -> None:
         if self.state is not LeaseState.HELD:

@@ -90,6 +90,7 @@ class DuckDBWriteLockManager(ManagerBase):
         name: str | None = None,
         on_contended: Callback | None = None,
         on_lost: Callback | None = None,
+        on_at_risk: Callback | None = None,
     ) -> Lease:
         """Wait for a turn and open the file for it.
 
@@ -100,6 +101,8 @@ class DuckDBWriteLockManager(ManagerBase):
             name: how this holder appears to operators.
             on_contended: called (from the keeper thread) when a waiter queues.
             on_lost: called when the lease is lost before release.
+            on_at_risk: called when a renewal fails (Redis unreachable):
+                the lease may be lost unless a renewal soon succeeds.
 
         Raises:
             LeaseTimeout: no turn within the budget. The caller's work never
@@ -144,6 +147,7 @@ class DuckDBWriteLockManager(ManagerBase):
             status=lambda: self._status(token),
             on_contended=on_contended,
             on_lost=on_lost,
+            on_at_risk=on_at_risk,
         )
         self._keep(lease)
         log.debug("granted %r after %.3fs", lease, lease.wait_s)
@@ -180,6 +184,7 @@ class DuckDBWriteLockManager(ManagerBase):
         name: str | None = None,
         on_contended: Callback | None = None,
         on_lost: Callback | None = None,
+        on_at_risk: Callback | None = None,
     ) -> Lease:
         """Take over a lease detached by another process, by its token.
 
@@ -212,6 +217,7 @@ class DuckDBWriteLockManager(ManagerBase):
             status=lambda: self._status(token),
             on_contended=on_contended,
             on_lost=on_lost,
+            on_at_risk=on_at_risk,
         )
         self._keep(lease)
         return lease
@@ -406,6 +412,7 @@ class _Keeper(threading.Thread):
             self._manager._renew(self._lease)
         except RedisError:
             renew_log.warning("renewal of %r failed", self._lease, exc_info=True)
+            self._lease.mark_at_risk(True)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -343,3 +343,28 @@ def test_decorator_form_never_runs_the_body_on_timeout(manager):
     critical()
 
     assert ran == [True]
+
+
+def test_holder_is_told_when_its_lease_is_at_risk_then_lost(own_redis, db_path):
+    """Redis gone mid-lease: at-risk callback at the first failed renewal,
+    then the lease is marked lost once its TTL has surely run out."""
+    config = LeaseConfig(key_prefix="risk", lease_ttl=1.5)
+    mgr = DuckDBWriteLockManager(own_redis.url, db_path, config=config)
+    told: list[str] = []
+    lease = mgr.acquire(
+        Mode.EXCLUSIVE,
+        on_at_risk=lambda _: told.append("at risk"),
+        on_lost=lambda _: told.append("lost"),
+    )
+    own_redis.stop()
+
+    deadline = time.monotonic() + 5
+    while "lost" not in told and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert told == ["at risk", "lost"]
+    assert lease.state is LeaseState.LOST
+    with pytest.raises(LeaseLost):
+        with lease.transaction():
+            pass
+    mgr.release(lease)
