@@ -209,6 +209,7 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         workers=args.workers,
         chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
         force=force,
+        progress=sys.stderr.isatty() and not args.verbose,
     )
     summary = report.as_dict()
     for rejected in summary["files_rejected"]:

@@ -113,6 +113,10 @@ class Loader:
         self._group: list[Piece] = []
         self._waiting: list[FileReport] = []
 
+    @property
+    def lock_wait_s(self) -> float:
+        return self._report.lock_wait_s
+
     def load(self, paths: Sequence[Path]) -> LoadReport:
         started = time.monotonic()
         reports = [FileReport(path=str(p)) for p in paths]

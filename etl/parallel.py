@@ -14,13 +14,16 @@ import re
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lockmanager import DuckDBWriteLockManager, LeaseConfig
 
-from .loader import DEFAULT_CHUNK_ROWS, FileReport, Loader, LoadReport
+from .loader import DEFAULT_CHUNK_ROWS, Loader
+from .progress import Progress
+from .report import FileReport, LoadReport
 
 log = logging.getLogger("etl")
 _STORE = re.compile(r"store_(\d+)")
@@ -48,37 +51,60 @@ def load_files(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     force: dict[str, str] | None = None,
     options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> LoadReport:
-    """Load `paths` with `workers` processes; one merged report."""
+    """Load `paths` with `workers` processes; one merged report.
+
+    With `progress`, per-store bars are drawn on stderr (a terminal) and the
+    workers' per-file log lines are left out.
+    """
     started = time.monotonic()
     groups = group_by_store(paths, workers)
     report = LoadReport()
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() if progress else nullcontext() as shared:
+        events = shared.Queue() if shared is not None else None
+        bars = Progress(paths, events) if events is not None else None
+        if bars is not None:
+            bars.start()
+        try:
+            _load_groups(
+                groups,
+                report,
+                context,
+                events,
+                redis_url,
+                db_path,
+                config,
+                chunk_rows,
+                force,
+                options,
+            )
+        finally:
+            if bars is not None:
+                bars.stop()
+    report.elapsed_s = time.monotonic() - started
+    return report
+
+
+def _load_groups(
+    groups: list[list[Path]],
+    report: LoadReport,
+    context: Any,
+    events: Any,
+    *args: Any,
+) -> None:
     if len(groups) <= 1:
         for group in groups:
-            report.merge(
-                _run(group, redis_url, db_path, config, chunk_rows, force, options, 0)
-            )
+            report.merge(_run(group, *args, 0, events))
     else:
-        context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
             futures = [
-                pool.submit(
-                    _run_remote,
-                    group,
-                    redis_url,
-                    db_path,
-                    config,
-                    chunk_rows,
-                    force,
-                    options,
-                    i,
-                )
+                pool.submit(_run_remote, group, *args, i, events)
                 for i, group in enumerate(groups)
             ]
             for future in futures:
                 report.merge(_from_dict(future.result()))
-    report.elapsed_s = time.monotonic() - started
-    return report
 
 
 def _run(
@@ -90,6 +116,7 @@ def _run(
     force: dict[str, str] | None,
     options: dict[str, Any] | None,
     index: int,
+    events: Any = None,
 ) -> LoadReport:
     manager = DuckDBWriteLockManager(
         redis_url, db_path, config=config, name=f"etl-worker-{index}"
@@ -101,8 +128,13 @@ def _run(
             force=force,
             options=options,
             name=f"etl-worker-{index}",
-            on_file_done=_log_file,
         )
+        if events is None:
+            loader.on_file_done = _log_file
+        else:
+            loader.on_file_done = lambda r: events.put(
+                (r.path, r.rows_loaded, loader.lock_wait_s)
+            )
         return loader.load(group)
     finally:
         manager.close()
