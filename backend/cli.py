@@ -214,6 +214,17 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     summary = report.as_dict()
     for rejected in summary["files_rejected"]:
         print(f"rejected: {rejected['reason']}", file=sys.stderr)
+    if summary["degraded_turns"]:
+        print(
+            f"WARNING: {summary['degraded_turns']} write turns were taken without"
+            f" Redis ({redis_url} did not answer): safe, but not fair to the"
+            " backend; check the URL or the server",
+            file=sys.stderr,
+        )
+    if summary["interrupted"]:
+        print(
+            f"interrupted: {summary['interrupted']}; rerun to resume", file=sys.stderr
+        )
     for replaced in summary["files_replaced"]:
         print(
             f"replaced: {replaced['path']} replaced the earlier load of store"
@@ -228,7 +239,7 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         file=sys.stderr,
     )
     _emit(summary, args.json)
-    return 0 if summary["reconciled"] else 1
+    return 0 if summary["reconciled"] and not summary["interrupted"] else 1
 
 
 def _parse_force(items: list[str]) -> dict[str, str] | None:

@@ -8,7 +8,7 @@ file or not at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -30,31 +30,63 @@ class Piece:
         return f"{self.report.sha256}:{self.chunk.index}"
 
 
-def write_pieces(
-    cur: Any, pieces: list[Piece], *, fence: int, replaces: str = ""
-) -> set[str]:
-    """Insert the pieces not yet loaded; return the batch ids already there.
+@dataclass
+class Outcome:
+    """What a write left out: batches already there, files chunked otherwise."""
 
-    Runs inside the caller's (fenced) transaction. With `replaces`, the
-    earlier file's rows go in the same transaction as the new ones.
+    done: set[str] = field(default_factory=set)
+    conflicted: set[str] = field(default_factory=set)
+
+
+def write_pieces(
+    cur: Any,
+    pieces: list[Piece],
+    *,
+    fence: int,
+    replace: tuple[int, Any] | None = None,
+    store_days: list[tuple[str, tuple[int, Any]]] = (),  # type: ignore[assignment]
+) -> Outcome:
+    """Insert the pieces not yet loaded, inside the caller's fenced transaction.
+
+    Left out, and reported: batches already in the file (another loader got
+    there first), and every piece of a file that another loader already
+    started with a different chunk size (its chunks would not line up; the
+    caller loads that file again with the recorded size). With `replace`,
+    every other live file of that (store, day) is retired in the same
+    transaction. `store_days` records the (store, day) of finished files.
     """
+    outcome = Outcome()
+    sizes = {p.report.sha256: p.chunk_rows for p in pieces}
+    recorded = cur.execute(
+        "SELECT file_sha, chunk_rows FROM etl_files WHERE list_contains(?, file_sha)",
+        [list(sizes)],
+    ).fetchall()
+    outcome.conflicted = {sha for sha, size in recorded if size != sizes[sha]}
     ids = [p.batch_id for p in pieces]
     rows = cur.execute(
         "SELECT batch_id FROM etl_batches WHERE list_contains(?, batch_id)", [ids]
     ).fetchall()
-    done = {r[0] for r in rows}
-    fresh = [p for p in pieces if p.batch_id not in done]
-    if not fresh:
-        return done
-    _insert(cur, "etl_files", _files_table(fresh), conflict="ON CONFLICT DO NOTHING")
-    if replaces:
-        _retire_file(cur, replaces, fresh[0].report.sha256)
-    _insert(cur, "ventas_raw", _rows_table(fresh))
-    bad = _quarantine_table(fresh)
-    if bad.num_rows:
-        _insert(cur, "etl_quarantine", bad)
-    _insert(cur, "etl_batches", _batches_table(fresh, fence))
-    return done
+    outcome.done = {r[0] for r in rows}
+    fresh = [
+        p
+        for p in pieces
+        if p.batch_id not in outcome.done and p.report.sha256 not in outcome.conflicted
+    ]
+    if fresh:
+        _insert(cur, "etl_files", _files_table(fresh), "ON CONFLICT DO NOTHING")
+        if replace is not None:
+            _retire_store_day(cur, replace, fresh[0].report.sha256)
+        _insert(cur, "ventas_raw", _rows_table(fresh))
+        bad = _quarantine_table(fresh)
+        if bad.num_rows:
+            _insert(cur, "etl_quarantine", bad)
+        _insert(cur, "etl_batches", _batches_table(fresh, fence))
+    for sha, (store, day) in store_days:
+        cur.execute(
+            "UPDATE etl_files SET ubicacion_id = ?, fecha = ? WHERE file_sha = ?",
+            [store, day, sha],
+        )
+    return outcome
 
 
 def _insert(cur: Any, table: str, data: pa.Table, conflict: str = "") -> None:
@@ -67,14 +99,12 @@ def _insert(cur: Any, table: str, data: pa.Table, conflict: str = "") -> None:
 
 
 def _files_table(pieces: list[Piece]) -> pa.Table:
-    first = {p.report.sha256: p for p in reversed(pieces)}.values()
-    store_day = [p.report.store_day or (None, None) for p in first]
+    # (store, day) is recorded once the whole file is read (`store_days`).
+    first = list({p.report.sha256: p for p in reversed(pieces)}.values())
     return pa.table(
         {
             "file_sha": [p.report.sha256 for p in first],
             "path": [p.report.path for p in first],
-            "ubicacion_id": pa.array([s for s, _ in store_day], pa.int32()),
-            "fecha": pa.array([d for _, d in store_day], pa.date32()),
             "formato": [p.report.format for p in first],
             "chunk_rows": pa.array([p.chunk_rows for p in first], pa.int32()),
         }
@@ -125,15 +155,28 @@ def _batches_table(pieces: list[Piece], fence: int) -> pa.Table:
     )
 
 
-def _retire_file(cur: Any, old_sha: str, new_sha: str) -> None:
-    """Remove an earlier version's rows; keep its records, marked replaced.
+def _retire_store_day(cur: Any, store_day: tuple[int, Any], new_sha: str) -> None:
+    """Remove the rows of every earlier live version of a (store, day).
 
-    The old file's batch records stay, so rerunning the old file later is
-    still a no-op instead of bringing its rows back.
+    Read inside the transaction, so two loaders racing with two corrections
+    of the same day leave exactly one visible: the last to commit. The old
+    files' batch records stay, so rerunning an old file is still a no-op.
     """
-    cur.execute(
-        "DELETE FROM ventas_raw WHERE starts_with(batch_id, ?)", [old_sha + ":"]
-    )
-    cur.execute(
-        "UPDATE etl_files SET replaced_by = ? WHERE file_sha = ?", [new_sha, old_sha]
-    )
+    store, day = store_day
+    old = [
+        r[0]
+        for r in cur.execute(
+            "SELECT file_sha FROM etl_files WHERE ubicacion_id = ? AND fecha = ?"
+            " AND replaced_by IS NULL AND file_sha <> ?",
+            [store, day, new_sha],
+        ).fetchall()
+    ]
+    for sha in old:
+        cur.execute(
+            "DELETE FROM ventas_raw WHERE starts_with(batch_id, ?)", [sha + ":"]
+        )
+    if old:
+        cur.execute(
+            "UPDATE etl_files SET replaced_by = ? WHERE list_contains(?, file_sha)",
+            [new_sha, old],
+        )

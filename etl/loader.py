@@ -30,9 +30,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from lockmanager import DuckDBWriteLockManager, Lease, Mode, Priority
+from lockmanager import (
+    DuckDBWriteLockManager,
+    Lease,
+    LeaseLost,
+    LockManagerError,
+    Mode,
+    Priority,
+)
 
-from ._write import Piece, write_pieces
+from ._write import Outcome, Piece, write_pieces
 from .errors import FileRejected
 from .formats import detect_format, file_sha256, read_export
 from .report import FileReport, LoadReport
@@ -47,6 +54,7 @@ DEFAULT_CHUNK_ROWS = 122_880
 # bounds how long the backend waits: one turn, not one file.
 DEFAULT_MIN_TURN = 0.25
 _PARSE_AHEAD = 3
+_WRITE_ATTEMPTS = 3
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -112,6 +120,8 @@ class Loader:
         self._held_back: dict[str, list[Piece]] = {}
         self._group: list[Piece] = []
         self._waiting: list[FileReport] = []
+        self._finished: list[tuple[str, tuple[int, Any]]] = []
+        self._redo: set[str] = set()
 
     @property
     def lock_wait_s(self) -> float:
@@ -123,13 +133,26 @@ class Loader:
         self._report.files = reports
         known = self._known_files(reports)
         try:
-            for report, item in self._parsed(reports, known):
-                self._commit(report, item, known)
-            self._flush()
+            self._pass(reports, known)
+            if self._redo:
+                # Another loader started these files with another chunk
+                # size: load them again with the size it recorded.
+                again = [r for r in reports if r.sha256 in self._redo]
+                for report in again:
+                    report.reset()
+                self._redo.clear()
+                self._pass(again, self._known_files(again))
+        except LockManagerError as exc:
+            self._interrupt(reports, exc)
         finally:
             self._give_back()
         self._report.elapsed_s = time.monotonic() - started
         return self._report
+
+    def _pass(self, reports: list[FileReport], known: dict[str, _Known]) -> None:
+        for report, item in self._parsed(reports, known):
+            self._commit(report, item, known)
+        self._flush()
 
     # -- reading ahead ------------------------------------------------------
 
@@ -202,8 +225,17 @@ class Loader:
             fmt = detect_format(report.path, force=self.force)
             report.format = fmt.describe()
             chunks = read_export(report.path, fmt=fmt, chunk_rows=size, **self.options)
-            for chunk in chunks:
-                out.put((report, (size, chunk)))
+            last = None
+            for last in chunks:
+                out.put((report, (size, last)))
+            if last is not None and _cut_short(report.path, last):
+                raise FileRejected(
+                    report.path,
+                    "the file ends in the middle of a row (no final line end,"
+                    " and its last line is malformed): it was cut short in"
+                    " transfer; send the whole file again",
+                    line=last.last_line,
+                )
         except FileRejected as exc:
             out.put((report, exc))
             return
@@ -212,6 +244,8 @@ class Loader:
     # -- writing ------------------------------------------------------------
 
     def _commit(self, report: FileReport, item: Any, known: dict[str, _Known]) -> None:
+        if report.sha256 in self._redo:
+            return  # chunked differently by another loader: loaded again later
         if isinstance(item, FileRejected):
             self._reject(report, item)
             return
@@ -223,15 +257,11 @@ class Loader:
         size, chunk = item
         report.rows_read += chunk.rows_read
         report.chunks += 1
+        self._note_store_day(report, chunk, known)
         seen = known.get(report.sha256)
         if seen and chunk.index in seen.loaded:
             report.rows_skipped += chunk.rows_read
             return
-        if chunk.index == 0 and seen is None:
-            report.store_day = _store_day(chunk.table)
-            earlier = self._store_days.get(report.store_day or (0, None))
-            if earlier and earlier != report.sha256:
-                report.replaces = earlier
         piece = Piece(report, chunk, size)
         if report.replaces:
             # A corrected re-send: its chunks wait for one transaction, so a
@@ -242,47 +272,96 @@ class Loader:
         if sum(p.chunk.rows_read for p in self._group) >= self.chunk_rows:
             self._flush()
 
+    def _note_store_day(
+        self, report: FileReport, chunk: Any, known: dict[str, _Known]
+    ) -> None:
+        """Track the file's (store, day): one for the whole file, or none."""
+        day = _store_day(chunk.table)
+        if chunk.index == 0:
+            report.store_day = day
+            earlier = self._store_days.get(day) if day else None
+            if earlier and earlier != report.sha256 and report.sha256 not in known:
+                report.replaces = earlier
+        elif day != report.store_day:
+            report.store_day = None  # several days: never replaces anything
+
     def _end_of_file(self, report: FileReport) -> None:
+        if report.store_day and report.status != "rejected":
+            self._finished.append((report.sha256, report.store_day))
         held = self._held_back.pop(report.sha256, [])
         if held and report.status != "rejected":
             self._flush()  # files commit in the order they were given
-            self._write(held, replaces=report.replaces)
-            log.info(
-                "%s replaced the earlier load of store %s, day %s (file %s)",
-                report.path,
-                *report.store_day,
-                report.replaces[:12],
-            )
+            replace = report.store_day  # None if later chunks had other days
+            self._write(held, replace=replace)
+            if replace:
+                log.info(
+                    "%s replaced the earlier load of store %s, day %s",
+                    report.path,
+                    *replace,
+                )
+            else:
+                report.replaces = ""
         if any(p.report is report for p in self._group):
             self._waiting.append(report)
         else:
             self._settle(report)
 
     def _flush(self) -> None:
-        if self._group:
+        if self._group or self._finished:
             pieces, self._group = self._group, []
             self._write(pieces)
         waiting, self._waiting = self._waiting, []
         for report in waiting:
             self._settle(report)
 
-    def _write(self, pieces: list[Piece], *, replaces: str = "") -> None:
-        lease = self._ensure_lease()
-        assert lease.fence is not None
-        with lease.transaction() as cur:
-            done = write_pieces(cur, pieces, fence=lease.fence, replaces=replaces)
-        for piece in pieces:
-            report, chunk = piece.report, piece.chunk
-            if piece.batch_id in done:  # another loader got there first
-                report.rows_skipped += chunk.rows_read
-            else:
-                report.rows_loaded += chunk.table.num_rows
-                report.rows_rejected += len(chunk.rejected)
+    def _write(
+        self, pieces: list[Piece], *, replace: tuple[int, Any] | None = None
+    ) -> None:
+        finished, self._finished = self._finished, []
+        for attempt in range(_WRITE_ATTEMPTS):
+            lease = self._ensure_lease()
+            assert lease.fence is not None
+            try:
+                with lease.transaction() as cur:
+                    outcome = write_pieces(
+                        cur,
+                        pieces,
+                        fence=lease.fence,
+                        replace=replace,
+                        store_days=finished,
+                    )
+                break
+            except LeaseLost as exc:
+                # Rolled back: nothing of this write is in the file. Take a
+                # new turn and write it again.
+                self._report.leases_lost += 1
+                log.warning("lease lost before commit, retrying: %s", exc)
+                self._give_back()
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+        self._account(pieces, outcome)
         held = time.monotonic() - self._turn_started
         if held >= self.min_turn and lease.contended:
             self._give_back()
 
+    def _account(self, pieces: list[Piece], outcome: Outcome) -> None:
+        for piece in pieces:
+            report, chunk = piece.report, piece.chunk
+            if report.sha256 in outcome.conflicted:
+                continue
+            if piece.batch_id in outcome.done:  # another loader got there first
+                report.rows_skipped += chunk.rows_read
+            else:
+                report.rows_loaded += chunk.table.num_rows
+                report.rows_rejected += len(chunk.rejected)
+        for sha in outcome.conflicted:
+            self._redo.add(sha)
+            self._group = [p for p in self._group if p.report.sha256 != sha]
+            self._held_back.pop(sha, None)
+
     def _settle(self, report: FileReport) -> None:
+        if report.sha256 in self._redo:
+            return
         if report.status == "pending":
             wrote = report.rows_loaded + report.rows_rejected
             report.status = "loaded" if wrote else "skipped"
@@ -291,10 +370,24 @@ class Loader:
         if self.on_file_done:
             self.on_file_done(report)
 
+    def _interrupt(self, reports: list[FileReport], exc: LockManagerError) -> None:
+        """No turn to be had: stop, and say exactly what did not load."""
+        unwritten = self._group + [p for h in self._held_back.values() for p in h]
+        for piece in unwritten:
+            piece.report.rows_read -= piece.chunk.rows_read
+        self._group, self._held_back = [], {}
+        for report in reports:
+            if report.status == "pending":
+                report.status = "interrupted"
+                report.reason = str(exc)
+        self._report.interrupted = str(exc)
+        log.error("load interrupted, rerun to resume: %s", exc)
+
     def _reject(self, report: FileReport, exc: FileRejected) -> None:
         # Chunks of this file not yet written are dropped: refused whole.
         dropped = [p for p in self._group if p.report is report]
         self._group = [p for p in self._group if p.report is not report]
+        self._held_back.pop(report.sha256, None)
         report.rows_read -= sum(p.chunk.rows_read for p in dropped)
         report.status = "rejected"
         report.reason = str(exc)
@@ -311,6 +404,8 @@ class Loader:
             )
             self._report.lock_wait_s += self._lease.wait_s
             self._report.turns += 1
+            if self._lease.degraded:
+                self._report.degraded_turns += 1
             self._turn_started = time.monotonic()
             with self._lease.transaction() as cur:
                 ensure_sales_schema(cur)
@@ -328,3 +423,15 @@ def _store_day(table: pa.Table) -> tuple[int, Any] | None:
     if keys.num_rows != 1:
         return None
     return int(keys["ubicacion_id"][0].as_py()), keys["fecha"][0].as_py()
+
+
+def _cut_short(path: str, last: Any) -> bool:
+    """A last line that is both unterminated and malformed: a cut transfer."""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, 2)
+        if handle.read(1) in (b"\n", b"\r"):
+            return False
+    return any(bad.line == last.last_line for bad in last.rejected)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import re
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -153,7 +155,25 @@ def _log_file(report: FileReport) -> None:
     )
 
 
+def _exit_with_parent() -> None:
+    """A worker ends when the process that started it is gone.
+
+    Killing `fluxion etl load` must not leave workers taking turns on the
+    file with nobody to report to. What they committed stays; a rerun
+    resumes the rest.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _run_remote(*args: Any) -> dict[str, Any]:
+    _exit_with_parent()
     # A spawned worker starts with no logging set up: this is its edge.
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -165,6 +185,9 @@ def _run_remote(*args: Any) -> dict[str, Any]:
         "lock_errors": report.lock_errors,
         "lock_wait_s": report.lock_wait_s,
         "turns": report.turns,
+        "degraded_turns": report.degraded_turns,
+        "leases_lost": report.leases_lost,
+        "interrupted": report.interrupted,
     }
 
 
@@ -174,4 +197,7 @@ def _from_dict(data: dict[str, Any]) -> LoadReport:
         lock_errors=data["lock_errors"],
         lock_wait_s=data["lock_wait_s"],
         turns=data["turns"],
+        degraded_turns=data["degraded_turns"],
+        leases_lost=data["leases_lost"],
+        interrupted=data["interrupted"],
     )

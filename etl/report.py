@@ -23,6 +23,12 @@ class FileReport:
     store_day: tuple[int, Any] | None = None
     replaces: str = ""
 
+    def reset(self) -> None:
+        """Forget the counts, before the file is read again from the start."""
+        self.rows_read = self.rows_loaded = self.rows_rejected = 0
+        self.rows_skipped = self.chunks = 0
+        self.status, self.store_day, self.replaces = "pending", None, ""
+
     @property
     def reconciled(self) -> bool:
         accounted = self.rows_loaded + self.rows_rejected + self.rows_skipped
@@ -37,6 +43,9 @@ class LoadReport:
     lock_errors: int = 0
     lock_wait_s: float = 0.0
     turns: int = 0
+    degraded_turns: int = 0
+    leases_lost: int = 0
+    interrupted: str = ""
     elapsed_s: float = 0.0
 
     def total(self, name: str) -> int:
@@ -47,6 +56,9 @@ class LoadReport:
         self.lock_errors += other.lock_errors
         self.lock_wait_s += other.lock_wait_s
         self.turns += other.turns
+        self.degraded_turns += other.degraded_turns
+        self.leases_lost += other.leases_lost
+        self.interrupted = self.interrupted or other.interrupted
 
     def as_dict(self) -> dict[str, Any]:
         loaded = self.total("rows_loaded")
@@ -76,6 +88,9 @@ class LoadReport:
             "lock_errors": self.lock_errors,
             "lock_wait_s": round(self.lock_wait_s, 3),
             "write_turns": self.turns,
+            "degraded_turns": self.degraded_turns,
+            "leases_lost": self.leases_lost,
+            "interrupted": self.interrupted or None,
             "elapsed_s": round(self.elapsed_s, 3),
             "rows_per_s": round(loaded / self.elapsed_s) if self.elapsed_s else 0,
             "reconciled": all(f.reconciled for f in self.files),

@@ -290,11 +290,32 @@ def _dates(
         except pa.ArrowInvalid:
             pass
     pattern = DATE_FORMATS[date_format]
-    parsed = pc.strptime(column, format=pattern, unit="s", error_is_null=True)
-    if parsed.null_count:
-        trimmed = pc.utf8_trim_whitespace(column)
-        parsed = pc.strptime(trimmed, format=pattern, unit="s", error_is_null=True)
-    return pc.cast(parsed, pa.date32()), ~_np(pc.is_valid(parsed))
+    trimmed = pc.utf8_trim_whitespace(column)
+    parsed = pc.strptime(trimmed, format=pattern, unit="s", error_is_null=True)
+    valid = pc.and_kleene(pc.is_valid(parsed), _same_day(trimmed, parsed, date_format))
+    return pc.cast(parsed, pa.date32()), ~_np(pc.fill_null(valid, False))
+
+
+# Where day and month sit in each format's text, split on its separator.
+_PARTS = {"iso": ("-", 2, 1), "dmy": ("/", 0, 1), "mdy": ("/", 1, 0)}
+
+
+def _same_day(
+    text: pa.ChunkedArray, parsed: pa.ChunkedArray, date_format: str
+) -> pa.ChunkedArray:
+    """False where strptime rolled an impossible date over (30/02 -> 02/03).
+
+    pyarrow's strptime accepts a day past the month's end and carries it
+    into the next month; a date is valid only if it reads back the same.
+    """
+    sep, day_at, month_at = _PARTS[date_format]
+    parsed_text = pc.if_else(pc.is_valid(parsed), text, pa.scalar(None, pa.string()))
+    parts = pc.split_pattern(parsed_text, sep)
+    day = pc.cast(pc.list_element(parts, day_at), pa.int64(), safe=False)
+    month = pc.cast(pc.list_element(parts, month_at), pa.int64(), safe=False)
+    return pc.and_kleene(
+        pc.equal(pc.day(parsed), day), pc.equal(pc.month(parsed), month)
+    )
 
 
 def _money(column: pa.ChunkedArray, decimal: str) -> tuple[pa.ChunkedArray, np.ndarray]:

@@ -129,7 +129,14 @@ class Lease:
 
     @property
     def contended(self) -> bool:
-        """Whether anyone waits for the file now (asks Redis when it can)."""
+        """Whether anyone waits for the file now (asks Redis when it can).
+
+        A degraded lease (taken without Redis) cannot know, so it says yes:
+        a holder that yields when contended then yields after every turn,
+        and nobody is locked out for a whole load.
+        """
+        if self.degraded:
+            return True
         if self._contended.is_set() or self._status is None:
             return self._contended.is_set()
         try:

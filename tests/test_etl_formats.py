@@ -555,3 +555,29 @@ def test_damaged_files_are_refused_or_fully_accounted_for(
         lines += chunk.table["linea"].to_pylist()
         assert sorted(lines) == list(range(chunk.first_line, chunk.last_line + 1))
         next_line = chunk.last_line + 1
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        ["2011-02-30", "2011-02-29", "2011-04-31"],
+        ["30/02/2011", "29/02/2011", "31/04/2011"],
+    ],
+)
+def test_impossible_dates_are_quarantined_not_rolled_over(
+    tmp_path: Path, dates: list[str]
+) -> None:
+    """30 February is a bad row, never quietly 2 March (regression)."""
+    cols = (
+        "location_id,date,invoice_number,product_id,quantity,unit_price,"
+        "line_total,description,invoice_time,customer_id,location_name\n"
+    )
+    good = "2011-02-28" if "-" in dates[0] else "28/02/2011"
+    body = "".join(
+        f"2,{d},536001,85123A,1,2.55,2.55,HEART,09:01,,Germany\n"
+        for d in [good, *dates]
+    )
+    totals = read_all(write(tmp_path, "days.csv", cols + body))
+
+    assert totals.rows == 1
+    assert len(totals.rejected) == 3

@@ -283,3 +283,85 @@ def test_bad_rows_are_quarantined_and_unreadable_files_refused_whole(
     assert [q[0] for q in quarantined] == [3, 5]
     assert quarantined[0][1] == bad_qty.rstrip("\n") and "six" in quarantined[0][2]
     assert "99" in quarantined[1][2]
+
+
+def test_same_file_loaded_at_once_with_two_chunk_sizes_loads_each_row_once(
+    shared_data, redis_url, tmp_path, key_prefix
+):
+    """Two loaders, different --chunk-rows, same file: exact totals."""
+    import threading
+
+    source = shared_data / "exports" / "2010-12-01" / "store_01_2010-12-01.csv"
+    db = tmp_path / "ventas.duckdb"
+    config = LeaseConfig(key_prefix=key_prefix)
+    reports = []
+
+    def load(size: int) -> None:
+        mgr = DuckDBWriteLockManager(redis_url, db, config=config)
+        reports.append(Loader(mgr, chunk_rows=size, min_turn=0).load([source]))
+        mgr.close()
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in (300, 700)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    rows, quantity, _, _ = _totals(db)
+    assert (rows, quantity) == (2949, 23949)
+    assert all(r.as_dict()["reconciled"] for r in reports)
+    assert sum(r.total("rows_loaded") for r in reports) == 2949
+
+
+def test_a_day_never_replaces_a_multi_day_file(redis_url, tmp_path, key_prefix):
+    """(store, day) comes from the whole file: a 2-day file is no day's file."""
+    header = (
+        "location_id,date,invoice_number,product_id,quantity,unit_price,"
+        "line_total,description,invoice_time,customer_id,location_name\n"
+    )
+
+    def row(day: str, n: int) -> str:
+        return f"2,{day},5{n:05d},85123A,1,2.55,2.55,HEART,09:01,,Germany\n"
+
+    two_days = tmp_path / "a" / "store_02_2011-01-04.csv"
+    two_days.parent.mkdir()
+    two_days.write_text(
+        header
+        + "".join(row("2011-01-04", i) for i in range(5))
+        + "".join(row("2011-01-05", i) for i in range(5, 10))
+    )
+    one_day = tmp_path / "b" / "store_02_2011-01-04.csv"
+    one_day.parent.mkdir()
+    one_day.write_text(header + "".join(row("2011-01-04", i) for i in range(20, 23)))
+    db = tmp_path / "ventas.duckdb"
+    config = LeaseConfig(key_prefix=key_prefix)
+    mgr = DuckDBWriteLockManager(redis_url, db, config=config)
+
+    Loader(mgr, chunk_rows=5).load([two_days])
+    report = Loader(mgr, chunk_rows=5).load([one_day]).as_dict()
+    mgr.close()
+
+    assert report["files_replaced"] == []
+    assert _totals(db)[0] == 13
+
+
+def test_a_re_send_cut_short_is_refused_and_replaces_nothing(
+    shared_data, redis_url, tmp_path, key_prefix
+):
+    """A truncated copy of a loaded day is rejected whole, not a correction."""
+    source = shared_data / "exports" / "2010-12-01" / "store_02_2010-12-01.csv"
+    data = source.read_bytes()
+    cut = tmp_path / "resent" / source.name
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 3])
+    db = tmp_path / "ventas.duckdb"
+
+    first = _load([source], redis_url, db, key_prefix)
+    second = _load([cut], redis_url, db, key_prefix)
+
+    assert (
+        second["files_rejected"]
+        and "cut short" in second["files_rejected"][0]["reason"]
+    )
+    assert second["files_replaced"] == []
+    assert _totals(db)[0] == first["rows_loaded"]
