@@ -389,10 +389,7 @@ def render_summary(report: dict[str, Any]) -> str:
     lines = [
         "",
         f"fluxion demo: {'OK' if report['ok'] else 'FAILED'}",
-        *(
-            f"  [{_mark(v)}] {k.replace('_', ' ')}"
-            for k, v in report["checks"].items()
-        ),
+        *(f"  [{_mark(v)}] {k.replace('_', ' ')}" for k, v in report["checks"].items()),
         f"  ETL: {report['rows_loaded']} rows from {etl['files']} files with"
         f" {etl['workers']} workers in {etl['seconds']}s ({etl['rows_per_s']}"
         f" rows/s), lock wait {etl['lock_wait_s']}s over {etl['write_turns']} turns",

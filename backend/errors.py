@@ -17,11 +17,14 @@ installed by `install_error_handlers` answer:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 
 from lockmanager import LeaseLost, LeaseTimeout, LockManagerError
@@ -88,6 +91,24 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             headers={"Retry-After": str(retry_after)},
         )
 
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        # ASCII-escaped, so input that cannot be encoded as UTF-8 (a lone
+        # surrogate in a JSON string) is echoed back instead of crashing.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
+    async def file_missing(request: Request, exc: Exception) -> JSONResponse:
+        metrics.busy_responses.labels(reason="FileMissing").inc()
+        log.error("database file missing for %s: %s", request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"the database file is not there: {exc}", "retry_after": 30},
+            status_code=503,
+            headers={"Retry-After": "30"},
+        )
+
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(FileNotFoundError, file_missing)
     app.add_exception_handler(NotFoundError, not_found)
     app.add_exception_handler(ConflictError, conflict)
     app.add_exception_handler(UnknownReferenceError, unknown_reference)

@@ -350,3 +350,30 @@ async def test_concurrent_reads_and_writes_all_succeed(settings: Settings) -> No
     assert sorted(r.status_code for r in responses) == [200] * 60 + [201] * 8
     assert len(ids) == 8
     assert all(p.status_code == 201 for p in pedidos)
+
+
+async def test_hostile_inputs_get_4xx_never_500(settings: Settings) -> None:
+    """Out-of-range numbers, forged cursors, lone surrogates: 422, not 500."""
+    async with serving(settings) as client:
+        cursor = await client.get(
+            "/ventas", params={"cursor": "2011-01-01~99999999999~5"}
+        )
+        big_row = await client.get(
+            "/ventas", params={"cursor": "2011-01-01~1~" + "9" * 30}
+        )
+        store = await client.post(
+            "/pedidos",
+            json={
+                "usuario_id": 1,
+                "ubicacion_id": 99999999999,
+                "producto_id": "85123A",
+                "cantidad": 1,
+            },
+        )
+        surrogate = await client.post(
+            "/usuarios",
+            content=b'{"nombre": "\\ud800", "email": 5}',
+            headers={"content-type": "application/json"},
+        )
+
+    assert [r.status_code for r in (cursor, big_row, store, surrogate)] == [422] * 4

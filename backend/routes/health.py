@@ -40,6 +40,7 @@ async def health(
 
     if not file_ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        response.headers["Retry-After"] = "30"
         return Health(
             status="down",
             redis="ok" if redis_ok else "down",

@@ -38,14 +38,14 @@ _COLUMNS = (
 ProductoId = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
 ]
-PedidoId = Annotated[int, Path(ge=1)]
+PedidoId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class PedidoNuevo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    usuario_id: Annotated[int, Field(ge=1)]
-    ubicacion_id: Annotated[int, Field(ge=1)]
+    usuario_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    ubicacion_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
     producto_id: ProductoId
     cantidad: Annotated[int, Field(ge=1, le=MAX_CANTIDAD)]
 

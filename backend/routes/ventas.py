@@ -117,6 +117,9 @@ def date_window(
 WindowDep = Annotated[Window, Depends(date_window)]
 
 
+INT32_MAX = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class Keyset:
     """Where the previous page ended: its last line's sort key."""
@@ -140,7 +143,10 @@ class Keyset:
     def decode(cls, text: str) -> Keyset:
         try:
             day, store, row = text.split("~")
-            return cls(date.fromisoformat(day), int(store), int(row))
+            keyset = cls(date.fromisoformat(day), int(store), int(row))
+            if not (0 <= keyset.ubicacion_id <= INT32_MAX and 0 <= keyset.fila < 2**63):
+                raise ValueError(text)
+            return keyset
         except ValueError:
             raise _invalid(
                 "cursor",
@@ -154,7 +160,7 @@ class Keyset:
 async def listar_ventas(
     database: DatabaseDep,
     window: WindowDep,
-    ubicacion_id: Annotated[int | None, Query(ge=1)] = None,
+    ubicacion_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     offset: Annotated[
         int,
