@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS pedidos (
     creado_en TIMESTAMPTZ NOT NULL DEFAULT now(),
     actualizado_en TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- Operators' forced releases, kept in the file: Redis history is capped
+-- and does not survive a flush.
+CREATE TABLE IF NOT EXISTS fluxion_audit (
+    registrado_en TIMESTAMPTZ NOT NULL DEFAULT now(),
+    action VARCHAR NOT NULL,
+    actor VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    detail VARCHAR
+);
 """
 
 

@@ -49,6 +49,10 @@ class LeaseConfig:
             for. A runaway holder is told and then loses the lease.
         history_len: grants, releases and expiries kept for operators.
         key_prefix: first part of every Redis key; tests use their own.
+        lock_name: the lock's name in Redis. By default it is derived from
+            the file's resolved path, so every process must reach the file
+            by the same path; where they do not (containers mounting it at
+            different paths, hard links), give every process the same name.
     """
 
     lease_ttl: float = 10.0
@@ -61,6 +65,7 @@ class LeaseConfig:
     )
     history_len: int = 2000
     key_prefix: str = "fluxion"
+    lock_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.lease_ttl <= 0:

@@ -33,7 +33,8 @@ def new_token() -> str:
 
 def prefix_for(config: LeaseConfig, db_path: str | os.PathLike[str]) -> str:
     """The lock's key prefix, with a Redis Cluster hash tag around the name."""
-    return f"{config.key_prefix}:{{{lock_name_for(db_path)}}}"
+    name = config.lock_name or lock_name_for(db_path)
+    return f"{config.key_prefix}:{{{name}}}"
 
 
 def mailbox(prefix: str, token: str) -> str:

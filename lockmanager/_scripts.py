@@ -326,6 +326,9 @@ for _, t in ipairs(redis.call('ZRANGE', K_EXP, 0, -1)) do
   end
 end
 local fence = redis.call('INCR', K_FENCE)
+if n == 0 then
+  event('forced', '', {'by', who, 'reason', reason, 'released', 0})
+end
 pump(now)
 return {n, fence}
 """

@@ -12,6 +12,7 @@ import logging
 import re
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from backend.settings import Settings
@@ -131,6 +132,10 @@ async def test_force_release_is_audited_and_recorded(
     assert after.status_code == 200
     audit = [r.getMessage() for r in caplog.records if r.name == "backend.audit"]
     assert any("admin@127.0.0.1" in m and "stuck reader" in m for m in audit)
+    con = duckdb.connect(settings.db_path, read_only=True)
+    rows = con.execute("SELECT actor, reason FROM fluxion_audit").fetchall()
+    con.close()
+    assert rows == [("admin@127.0.0.1", "stuck reader")]
 
 
 # -- busy database ----------------------------------------------------------

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from lockmanager import LeaseTimeout
+from lockmanager import LeaseTimeout, LockManagerError
 
-from ..deps import AdminDep, Cursor, DatabaseDep, fetch_dicts
+from ..deps import AdminDep, Cursor, Database, DatabaseDep, fetch_dicts
 
 __all__ = ["router"]
 
@@ -30,6 +30,7 @@ FENCE_TABLE = "_fluxion_fence"
 # An operator looks at the locks precisely when the file is busy, so the
 # file's fence is read with a short wait and reported missing, not a 503.
 FILE_FENCE_WAIT = 0.5
+AUDIT_WRITE_WAIT = 10.0
 
 
 class FileFence(BaseModel):
@@ -112,7 +113,27 @@ async def liberar_locks(
         result["fence"],
         body.reason,
     )
+    await _record(database, who, body.reason, result)
     return Liberado.model_validate(result)
+
+
+async def _record(
+    database: Database, who: str, reason: str, result: dict[str, Any]
+) -> None:
+    """Keep the audit record in the file too; the log line above stays if not."""
+    detail = f"released {result['released']}, fence {result['fence']}"
+
+    def insert(cur: Cursor) -> None:
+        cur.execute(
+            "INSERT INTO fluxion_audit (action, actor, reason, detail)"
+            " VALUES ('force_release', ?, ?, ?)",
+            [who, reason, detail],
+        )
+
+    try:
+        await database.write(insert, wait_for=AUDIT_WRITE_WAIT)
+    except LockManagerError as exc:
+        audit.warning("audit row not written to the file (%s); the log has it", exc)
 
 
 def _file_fence(cur: Cursor) -> dict[str, object]:
