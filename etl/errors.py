@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -111,6 +112,13 @@ def _opened(path: Path) -> Iterator[BinaryIO]:
             raise FileRejected(path, reason) from exc
 
 
+# A well-formed multi-byte UTF-8 character; in cp1252 text such byte pairs
+# would be mojibake like "Ã±", which real exports do not contain.
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xC2-\xDF][\x80-\xBF]|[\xE0-\xEF][\x80-\xBF]{2}|[\xF0-\xF4][\x80-\xBF]{3}"
+)
+
+
 def scan_file(path: Path) -> FileFacts:
     """Read a CSV export once, end to end, and refuse it if it is unreadable.
 
@@ -146,6 +154,10 @@ def scan_file(path: Path) -> FileFacts:
             if bad_at is None:
                 bad_at, seen = _utf8_check(decoder, block, offset)
                 multibyte = multibyte or seen
+            if bad_at is not None and not multibyte:
+                # A stray byte may come before the file's real UTF-8 text:
+                # look on, so the file is not decoded whole as cp1252.
+                multibyte = _UTF8_SEQUENCE.search(block) is not None
             if not block.isspace():
                 text_end = offset + len(block.rstrip())
             offset += len(block)

@@ -581,3 +581,26 @@ def test_impossible_dates_are_quarantined_not_rolled_over(
 
     assert totals.rows == 1
     assert len(totals.rejected) == 3
+
+
+def test_a_stray_latin1_byte_before_utf8_text_keeps_the_file_utf8(
+    tmp_path: Path,
+) -> None:
+    """One bad byte first must not turn every "España" into "EspaÃ±a"."""
+    header = (
+        "location_id,date,invoice_number,product_id,quantity,unit_price,"
+        "line_total,description,invoice_time,customer_id,location_name\n"
+    )
+    stray = "5,2011-01-04,536001,85123A,1,2.55,2.55,CAF\xe9,09:01,,Spain\n"
+    good = "".join(
+        f"5,2011-01-04,53600{i},85123A,1,2.55,2.55,HEART,09:01,,España\n"
+        for i in range(2, 6)
+    )
+    path = tmp_path / "stray.csv"
+    path.write_bytes(header.encode() + stray.encode("latin-1") + good.encode())
+
+    totals = read_all(path)
+
+    assert detect_format(path).encoding == "utf-8"
+    assert totals.rows == 4 and totals.lines_rejected() == [2]
+    assert set(totals.table()["nombre_ubicacion"].to_pylist()) == {"España"}
