@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from lockmanager import (
@@ -37,6 +38,7 @@ from lockmanager import (
     LockManagerError,
     Mode,
     Priority,
+    is_lock_conflict,
 )
 
 from ._write import Outcome, Piece, write_pieces
@@ -331,6 +333,10 @@ class Loader:
                         store_days=finished,
                     )
                 break
+            except duckdb.Error as exc:
+                if is_lock_conflict(exc):  # never expected; counted if seen
+                    self._report.lock_errors += 1
+                raise
             except LeaseLost as exc:
                 # Rolled back: nothing of this write is in the file. Take a
                 # new turn and write it again.

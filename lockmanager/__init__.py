@@ -8,6 +8,7 @@ direct hand-off, renewal, expiry, and operator views.
 
 from ._async import AsyncDuckDBWriteLockManager
 from ._config import LeaseConfig, Mode, Priority, lock_name_for
+from ._duck import is_lock_conflict
 from ._errors import (
     FenceRejected,
     FileBusy,
@@ -33,5 +34,6 @@ __all__ = [
     "LockManagerError",
     "Mode",
     "Priority",
+    "is_lock_conflict",
     "lock_name_for",
 ]

@@ -83,8 +83,12 @@ def open_database(
     key: str,
     token: str | None,
     sleep: Callable[[float], None] = time.sleep,
+    while_waiting: Callable[[], None] | None = None,
 ) -> Handle:
     """Open the file, retrying while another process still holds its lock.
+
+    `while_waiting` runs between attempts: the caller renews its lease there,
+    since its keeper only starts once the file is open.
 
     Raises:
         FileBusy: the lock stayed taken for the whole budget.
@@ -95,6 +99,7 @@ def open_database(
         wait=wait_random_exponential(multiplier=0.005, max=0.25),
         stop=stop_after_delay(max(budget, 0.0)),
         sleep=sleep,
+        before_sleep=(lambda _: while_waiting()) if while_waiting else None,
         reraise=False,
     )
     try:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -126,6 +126,7 @@ class DuckDBWriteLockManager(ManagerBase):
                 budget=deadline - time.monotonic(),
                 key=self.key,
                 token=token,
+                while_waiting=self._renewer(token, priority),
             )
             fence = grant.fence
             if mode is Mode.EXCLUSIVE:
@@ -322,6 +323,24 @@ class DuckDBWriteLockManager(ManagerBase):
             fence = int(reply[1])
         claim_fence(handle.connection, fence=fence, token=token)
         return fence
+
+    def _renewer(self, token: str, priority: Priority) -> Callable[[], None]:
+        """Renew a granted lease now and then while its file is still locked."""
+        due = time.monotonic() + self.config.renew_interval
+
+        def renew() -> None:
+            nonlocal due
+            if time.monotonic() < due:
+                return
+            due = time.monotonic() + self.config.renew_interval
+            max_hold = self.config.max_hold_for(priority)
+            ttl = int(self.config.lease_ttl * 1000)
+            try:
+                self._call("renew", token, ttl, int(max_hold * 1000))
+            except RedisError:
+                renew_log.warning("renewal of %s while opening failed", short(token))
+
+        return renew
 
     def _status(self, token: str) -> core.Status:
         return core.parse_status(self._call("status", token))
