@@ -55,6 +55,7 @@ DEFAULT_CHUNK_ROWS = 122_880
 # small chunks (a small store's day) do not pay a file open per chunk. It
 # bounds how long the backend waits: one turn, not one file.
 DEFAULT_MIN_TURN = 0.25
+DEFAULT_WAIT = 600.0
 _PARSE_AHEAD = 3
 _WRITE_ATTEMPTS = 3
 
@@ -95,6 +96,8 @@ class Loader:
         options: passed to `read_export` (date window, stores, tolerance).
         on_file_done: called with each file's report once it is settled.
         min_turn: seconds a write turn lasts before yielding to a waiter.
+        wait_for: how long one turn may be waited for; a batch job waits
+            patiently behind interactive work, then stops with a report.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Loader:
         on_file_done: Callable[[FileReport], None] | None = None,
         name: str = "etl",
         min_turn: float = DEFAULT_MIN_TURN,
+        wait_for: float = DEFAULT_WAIT,
     ):
         self.manager = manager
         self.chunk_rows = chunk_rows
@@ -115,6 +119,7 @@ class Loader:
         self.on_file_done = on_file_done
         self.name = name
         self.min_turn = min_turn
+        self.wait_for = wait_for
         self._turn_started = 0.0
         self._lease: Lease | None = None
         self._report = LoadReport()
@@ -133,8 +138,8 @@ class Loader:
         started = time.monotonic()
         reports = [FileReport(path=str(p)) for p in paths]
         self._report.files = reports
-        known = self._known_files(reports)
         try:
+            known = self._known_files(reports)
             self._pass(reports, known)
             if self._redo:
                 # Another loader started these files with another chunk
@@ -406,7 +411,10 @@ class Loader:
     def _ensure_lease(self) -> Lease:
         if self._lease is None:
             self._lease = self.manager.acquire(
-                Mode.EXCLUSIVE, priority=Priority.BATCH, name=self.name
+                Mode.EXCLUSIVE,
+                priority=Priority.BATCH,
+                name=self.name,
+                wait_for=self.wait_for,
             )
             self._report.lock_wait_s += self._lease.wait_s
             self._report.turns += 1

@@ -41,6 +41,21 @@ class LockManagerError(Exception):
         self.key = key
         self.token = token
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive pickling by default, and
+        # these errors cross process boundaries (ETL workers).
+        fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return (_rebuild, (type(self), str(self), fields))
+
+
+def _rebuild(
+    cls: type[LockManagerError], message: str, fields: dict[str, object]
+) -> LockManagerError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(fields)
+    return error
+
 
 class LeaseTimeout(LockManagerError):
     """The lease was not granted before the caller's wait budget ran out."""

@@ -368,3 +368,20 @@ def test_holder_is_told_when_its_lease_is_at_risk_then_lost(own_redis, db_path):
         with lease.transaction():
             pass
     mgr.release(lease)
+
+
+def test_errors_cross_process_boundaries_intact():
+    """Workers send errors to their parent: they must unpickle whole."""
+    import pickle
+
+    from lockmanager import FileBusy
+
+    error = FileBusy("busy", key="k", token="t", waited=2.5, foreign_pid=42)
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert (type(copy), str(copy), copy.foreign_pid, copy.waited) == (
+        FileBusy,
+        "busy",
+        42,
+        2.5,
+    )
