@@ -38,11 +38,11 @@ class LeaseConfig:
         wait_for: default budget for getting a lease (queue wait plus
             opening the file), overridable per call.
         batch_aging: a batch waiter goes ahead of interactive waiters that
-            queued more than this many seconds after it. This is what makes
-            the ETL progress under a continuous stream of interactive writes;
-            it is long next to an interactive wait budget (a few seconds), so
-            that several ETL workers queueing in turn never overtake the
-            backend's requests.
+            queued more than this many seconds after it, and after each batch
+            turn the other batch waiters start ageing again. So under a
+            continuous stream of interactive work the ETL still gets one turn
+            per period, and the backend waits for at most one batch turn
+            per period, however many ETL workers queue.
         waiter_heartbeat: a waiter that has not polled for this long is
             dropped from the queue (it died while waiting).
         max_hold: per priority class, the longest one lease may be renewed
@@ -58,7 +58,7 @@ class LeaseConfig:
     lease_ttl: float = 10.0
     renew_every: float | None = None
     wait_for: float = 30.0
-    batch_aging: float = 30.0
+    batch_aging: float = 2.0
     waiter_heartbeat: float = 6.0
     max_hold: dict[Priority, float] = field(
         default_factory=lambda: dict(_DEFAULT_MAX_HOLD)

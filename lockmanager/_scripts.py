@@ -107,6 +107,24 @@ local function holders_state()
   return #toks, x
 end
 
+-- After a batch turn, the other batch waiters start ageing again from now
+-- (in their order): at most one batch turn overtakes interactive waiters
+-- per ageing period, however many ETL workers queue. The backend then
+-- waits for one chunk, not one per worker, and the ETL still gets a turn
+-- every period under a continuous stream of interactive work.
+local function restart_aging(now)
+  local step = 0
+  for _, t in ipairs(redis.call('ZRANGE', K_Q, 0, -1)) do
+    local w = redis.call('HMGET', wkey(t), 'prio', 'penalty')
+    if w[1] == 'batch' and w[2] then
+      step = step + 1
+      local score = string.format('%.17g', now + tonumber(w[2]) + step / 1000)
+      redis.call('ZADD', K_Q, score, t)
+      redis.call('HSET', K_ORDER, 'batch', score)
+    end
+  end
+end
+
 local function grant(t, now)
   local w = redis.call('HMGET', wkey(t), 'mode', 'prio', 'since', 'ttl',
                        'name', 'meta')
@@ -122,6 +140,7 @@ local function grant(t, now)
   notify(t, 'granted:' .. fence)
   event('grant', t, {'mode', w[1], 'prio', w[2], 'fence', fence,
                      'name', w[5], 'wait_ms', waited})
+  if w[2] == 'batch' then restart_aging(now) end
 end
 
 -- Grant from the head of the queue: one writer alone, or every reader up
@@ -188,7 +207,7 @@ if new then
   local text = string.format('%.17g', score)
   redis.call('HSET', K_ORDER, prio, text)
   redis.call('HSET', wkey(token), 'mode', mode, 'prio', prio, 'since', now,
-             'ttl', ttl, 'name', ARGV[8], 'meta', ARGV[9])
+             'ttl', ttl, 'name', ARGV[8], 'meta', ARGV[9], 'penalty', penalty)
   redis.call('ZADD', K_Q, text, token)
 end
 redis.call('ZADD', K_HB, now + hb, token)

@@ -385,3 +385,30 @@ def test_errors_cross_process_boundaries_intact():
         42,
         2.5,
     )
+
+
+def test_one_aged_batch_turn_per_period_however_many_batch_waiters(
+    redis_url, db_path, key_prefix
+):
+    """Two aged ETL workers: one goes first, then the backend, then the other."""
+    config = LeaseConfig(key_prefix=key_prefix, lease_ttl=3, batch_aging=0.3)
+    mgr = DuckDBWriteLockManager(redis_url, db_path, config=config)
+    order: list[str] = []
+    holder = mgr.acquire(Mode.EXCLUSIVE)
+    first = _queue_in_background(
+        mgr, Mode.EXCLUSIVE, order, "etl-1", priority=Priority.BATCH
+    )
+    _wait_for_waiters(mgr, 1)
+    second = _queue_in_background(
+        mgr, Mode.EXCLUSIVE, order, "etl-2", priority=Priority.BATCH
+    )
+    _wait_for_waiters(mgr, 2)
+    time.sleep(0.5)  # both have aged past the interactive class
+    backend = _queue_in_background(mgr, Mode.EXCLUSIVE, order, "backend")
+    _wait_for_waiters(mgr, 3)
+    mgr.release(holder)
+    for thread in (first, second, backend):
+        thread.join()
+
+    assert order == ["etl-1", "backend", "etl-2"]
+    mgr.close()
