@@ -26,8 +26,9 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 
+# Minutes of churn with random SIGKILL and SIGSTOP; prints the counts.
 soak: $(STAMP)
-	FLUXION_SOAK=1 $(BIN)/python -m pytest -q -m slow tests/test_soak.py
+	FLUXION_SOAK_SECONDS=$${FLUXION_SOAK_SECONDS:-180} $(BIN)/python -m pytest -q -s tests/test_soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from lockmanager import DuckDBWriteLockManager, LeaseConfig, Mode, Priority
+from lockmanager import DuckDBWriteLockManager, LeaseConfig, LeaseLost, Mode, Priority
 
 
 def _manager(args: argparse.Namespace) -> DuckDBWriteLockManager:
@@ -32,36 +32,20 @@ def churn(args: argparse.Namespace) -> int:
     mgr = _manager(args)
     end = time.monotonic() + args.seconds
     seq = 0
+    mode = Mode.SHARED if args.role == "reader" else Mode.EXCLUSIVE
+    prio = Priority.BATCH if args.role == "etl" else Priority.INTERACTIVE
     with open(args.out, "a") as out:
         while time.monotonic() < end:
-            mode = Mode.SHARED if args.role == "reader" else Mode.EXCLUSIVE
-            prio = Priority.BATCH if args.role == "etl" else Priority.INTERACTIVE
             lease = mgr.acquire(mode, priority=prio)
             start = time.monotonic()
             try:
-                if mode is Mode.SHARED:
-                    lease.cursor().execute("SELECT count(*) FROM acks").fetchone()
-                else:
-                    chunks = 0
-                    while True:
-                        seq += 1
-                        rows = 2000 if args.role == "etl" else 1
-                        with lease.transaction() as cur:
-                            cur.execute(
-                                "INSERT INTO acks (writer, seq, fence, rows)"
-                                " VALUES (?, ?, ?, ?)",
-                                [f"{args.role}-{os.getpid()}", seq, lease.fence, rows],
-                            )
-                        _record(
-                            out,
-                            kind="ack",
-                            writer=f"{args.role}-{os.getpid()}",
-                            seq=seq,
-                        )
-                        chunks += 1
-                        if args.role != "etl" or lease.contended or chunks >= 20:
-                            break
+                seq = _work(args, lease, mode, seq, out)
+            except LeaseLost:
+                pass  # paused past the TTL: the write was refused, as it must be
             finally:
+                # A turn that outlived its lease (the process was paused)
+                # is flagged: its interval may overlap the next holder's.
+                lost = not mgr._status(lease.token).held
                 _record(
                     out,
                     kind="turn",
@@ -71,11 +55,31 @@ def churn(args: argparse.Namespace) -> int:
                     fence=lease.fence,
                     start=start,
                     end=time.monotonic(),
+                    lost=lost,
                 )
                 mgr.release(lease)
             time.sleep(args.pause)
     mgr.close()
     return 0
+
+
+def _work(args: argparse.Namespace, lease, mode: Mode, seq: int, out) -> int:
+    if mode is Mode.SHARED:
+        lease.cursor().execute("SELECT count(*) FROM acks").fetchone()
+        return seq
+    writer = f"{args.role}-{os.getpid()}"
+    rows = 2000 if args.role == "etl" else 1
+    for chunk in range(20):
+        seq += 1
+        with lease.transaction() as cur:
+            cur.execute(
+                "INSERT INTO acks (writer, seq, fence, rows) VALUES (?, ?, ?, ?)",
+                [writer, seq, lease.fence, rows],
+            )
+        _record(out, kind="ack", writer=writer, seq=seq)
+        if args.role != "etl" or lease.contended:
+            break
+    return seq
 
 
 def hold(args: argparse.Namespace) -> int:
