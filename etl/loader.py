@@ -20,11 +20,8 @@ resuming after a crash skips what committed and loads the rest.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +38,14 @@ from lockmanager import (
     is_lock_conflict,
 )
 
+from ._reading import Known, expand_paths, parse_ahead, store_day_of
 from ._write import Outcome, Piece, write_pieces
 from .errors import FileRejected
-from .formats import detect_format, file_sha256, read_export
+from .formats import file_sha256
 from .report import FileReport, LoadReport
 from .schema import ensure_sales_schema
+
+__all__ = ["DEFAULT_CHUNK_ROWS", "Loader", "expand_paths"]
 
 log = logging.getLogger("etl.loader")
 
@@ -56,34 +56,7 @@ DEFAULT_CHUNK_ROWS = 122_880
 # bounds how long the backend waits: one turn, not one file.
 DEFAULT_MIN_TURN = 0.25
 DEFAULT_WAIT = 600.0
-_PARSE_AHEAD = 3
 _WRITE_ATTEMPTS = 3
-
-
-def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and every export file below each folder, sorted."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in (".csv", ".parquet", ".txt")
-            )
-        elif path.exists():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder to load")
-    return found
-
-
-@dataclass
-class _Known:
-    """What the file already holds about one source file."""
-
-    chunk_rows: int
-    loaded: set[int]
 
 
 class Loader:
@@ -156,14 +129,21 @@ class Loader:
         self._report.elapsed_s = time.monotonic() - started
         return self._report
 
-    def _pass(self, reports: list[FileReport], known: dict[str, _Known]) -> None:
-        for report, item in self._parsed(reports, known):
+    def _pass(self, reports: list[FileReport], known: dict[str, Known]) -> None:
+        chunks = parse_ahead(
+            reports,
+            known,
+            chunk_rows=self.chunk_rows,
+            force=self.force,
+            options=self.options,
+        )
+        for report, item in chunks:
             self._commit(report, item, known)
         self._flush()
 
     # -- reading ahead ------------------------------------------------------
 
-    def _known_files(self, reports: list[FileReport]) -> dict[str, _Known]:
+    def _known_files(self, reports: list[FileReport]) -> dict[str, Known]:
         """Hash every file and fetch what earlier loads committed of them."""
         for report in reports:
             report.sha256 = file_sha256(report.path)
@@ -186,71 +166,13 @@ class Loader:
             cur.unregister("wanted_files")
         self._store_days = {(int(s), d): sha for s, d, sha in current}
         return {
-            sha: _Known(int(size), {int(i) for i in idx if i is not None})
+            sha: Known(int(size), {int(i) for i in idx if i is not None})
             for sha, size, idx in rows
         }
 
-    def _parsed(
-        self, reports: list[FileReport], known: dict[str, _Known]
-    ) -> Iterator[tuple[FileReport, Any]]:
-        """Parse in a thread, a few chunks ahead of the inserts."""
-        out: queue.Queue[tuple[FileReport, Any] | None] = queue.Queue(_PARSE_AHEAD)
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for report in reports:
-                    if stop.is_set():
-                        return
-                    self._parse_file(report, known, out)
-            finally:
-                out.put(None)
-
-        thread = threading.Thread(target=produce, name="etl-parse", daemon=True)
-        thread.start()
-        try:
-            while (item := out.get()) is not None:
-                yield item
-        finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    out.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            thread.join()
-
-    def _parse_file(
-        self,
-        report: FileReport,
-        known: dict[str, _Known],
-        out: queue.Queue[tuple[FileReport, Any] | None],
-    ) -> None:
-        seen = known.get(report.sha256)
-        size = seen.chunk_rows if seen else self.chunk_rows
-        try:
-            fmt = detect_format(report.path, force=self.force)
-            report.format = fmt.describe()
-            chunks = read_export(report.path, fmt=fmt, chunk_rows=size, **self.options)
-            last = None
-            for last in chunks:
-                out.put((report, (size, last)))
-            if last is not None and _cut_short(report.path, last):
-                raise FileRejected(
-                    report.path,
-                    "the file ends in the middle of a row (no final line end,"
-                    " and its last line is malformed): it was cut short in"
-                    " transfer; send the whole file again",
-                    line=last.last_line,
-                )
-        except FileRejected as exc:
-            out.put((report, exc))
-            return
-        out.put((report, "end"))
-
     # -- writing ------------------------------------------------------------
 
-    def _commit(self, report: FileReport, item: Any, known: dict[str, _Known]) -> None:
+    def _commit(self, report: FileReport, item: Any, known: dict[str, Known]) -> None:
         if report.sha256 in self._redo:
             return  # chunked differently by another loader: loaded again later
         if isinstance(item, FileRejected):
@@ -280,10 +202,10 @@ class Loader:
             self._flush()
 
     def _note_store_day(
-        self, report: FileReport, chunk: Any, known: dict[str, _Known]
+        self, report: FileReport, chunk: Any, known: dict[str, Known]
     ) -> None:
         """Track the file's (store, day): one for the whole file, or none."""
-        day = _store_day(chunk.table)
+        day = store_day_of(chunk.table)
         if chunk.index == 0:
             report.store_day = day
             earlier = self._store_days.get(day) if day else None
@@ -429,23 +351,3 @@ class Loader:
         lease, self._lease = self._lease, None
         if lease is not None:
             self.manager.release(lease)
-
-
-def _store_day(table: pa.Table) -> tuple[int, Any] | None:
-    """The one (store, day) of a chunk's rows, or None if it has several."""
-    keys = table.group_by(["ubicacion_id", "fecha"]).aggregate([])
-    if keys.num_rows != 1:
-        return None
-    return int(keys["ubicacion_id"][0].as_py()), keys["fecha"][0].as_py()
-
-
-def _cut_short(path: str, last: Any) -> bool:
-    """A last line that is both unterminated and malformed: a cut transfer."""
-    with open(path, "rb") as handle:
-        handle.seek(0, 2)
-        if handle.tell() == 0:
-            return False
-        handle.seek(-1, 2)
-        if handle.read(1) in (b"\n", b"\r"):
-            return False
-    return any(bad.line == last.last_line for bad in last.rejected)

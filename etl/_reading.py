@@ -1,0 +1,137 @@
+"""Reading ahead: export files parsed in a thread, a few chunks in front.
+
+The loader's write lease is then held only while chunks are inserted, not
+while they are parsed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import FileRejected
+from .formats import detect_format, read_export
+from .report import FileReport
+
+_PARSE_AHEAD = 3
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and every export file below each folder, sorted."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in (".csv", ".parquet", ".txt")
+            )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder to load")
+    return found
+
+
+@dataclass
+class Known:
+    """What the file already holds about one source file."""
+
+    chunk_rows: int
+    loaded: set[int]
+
+
+def parse_ahead(
+    reports: list[FileReport],
+    known: Mapping[str, Known],
+    *,
+    chunk_rows: int,
+    force: dict[str, str] | None,
+    options: dict[str, Any],
+) -> Iterator[tuple[FileReport, Any]]:
+    """Yield (report, item) per chunk, then (report, "end") or a rejection.
+
+    An item is (chunk_rows, ParsedChunk). Files already seen keep the chunk
+    size they were first loaded with, so their chunks line up again.
+    """
+    out: queue.Queue[tuple[FileReport, Any] | None] = queue.Queue(_PARSE_AHEAD)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for report in reports:
+                if stop.is_set():
+                    return
+                seen = known.get(report.sha256)
+                size = seen.chunk_rows if seen else chunk_rows
+                _parse_file(report, size, force, options, out)
+        finally:
+            out.put(None)
+
+    thread = threading.Thread(target=produce, name="etl-parse", daemon=True)
+    thread.start()
+    try:
+        while (item := out.get()) is not None:
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                out.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def _parse_file(
+    report: FileReport,
+    size: int,
+    force: dict[str, str] | None,
+    options: dict[str, Any],
+    out: queue.Queue[tuple[FileReport, Any] | None],
+) -> None:
+    try:
+        fmt = detect_format(report.path, force=force)
+        report.format = fmt.describe()
+        last = None
+        for last in read_export(report.path, fmt=fmt, chunk_rows=size, **options):
+            out.put((report, (size, last)))
+        if last is not None and _cut_short(report.path, last):
+            raise FileRejected(
+                report.path,
+                "the file ends in the middle of a row (no final line end,"
+                " and its last line is malformed): it was cut short in"
+                " transfer; send the whole file again",
+                line=last.last_line,
+            )
+    except FileRejected as exc:
+        out.put((report, exc))
+        return
+    out.put((report, "end"))
+
+
+def store_day_of(table: pa.Table) -> tuple[int, Any] | None:
+    """The one (store, day) of a chunk's rows, or None if it has several."""
+    keys = table.group_by(["ubicacion_id", "fecha"]).aggregate([])
+    if keys.num_rows != 1:
+        return None
+    return int(keys["ubicacion_id"][0].as_py()), keys["fecha"][0].as_py()
+
+
+def _cut_short(path: str, last: Any) -> bool:
+    """A last line that is both unterminated and malformed: a cut transfer."""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, 2)
+        if handle.read(1) in (b"\n", b"\r"):
+            return False
+    return any(bad.line == last.last_line for bad in last.rejected)
