@@ -198,7 +198,11 @@ class Loader:
             self._held_back.setdefault(report.sha256, []).append(piece)
             return
         self._group.append(piece)
-        if sum(p.chunk.rows_read for p in self._group) >= self.chunk_rows:
+        full = sum(p.chunk.rows_read for p in self._group) >= self.chunk_rows
+        if full or self._should_yield():
+            # Someone waits while this turn only gathers small files: write
+            # what is gathered and let them in, rather than hold the file
+            # while the parser catches up.
             self._flush()
 
     def _note_store_day(
@@ -273,9 +277,15 @@ class Loader:
                 if attempt == _WRITE_ATTEMPTS - 1:
                     raise
         self._account(pieces, outcome)
-        held = time.monotonic() - self._turn_started
-        if held >= self.min_turn and lease.contended:
+        if self._should_yield():
             self._give_back()
+
+    def _should_yield(self) -> bool:
+        lease = self._lease
+        if lease is None:
+            return False
+        held = time.monotonic() - self._turn_started
+        return held >= self.min_turn and lease.contended
 
     def _account(self, pieces: list[Piece], outcome: Outcome) -> None:
         for piece in pieces:
