@@ -18,7 +18,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,7 +31,7 @@ from ._config import LeaseConfig, Mode, Priority
 from ._connect import async_client_from_url
 from ._duck import Handle, claim_fence, ensure_fence_table, open_database
 from ._errors import LeaseStateError, short
-from ._lease import Callback, Lease, LeaseState
+from ._lease import UNANSWERED, Callback, Lease, LeaseState
 from ._scripts import LOST
 from ._sync import REDIS_DOWN
 
@@ -98,23 +98,29 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
             return await self._acquire_degraded(mode, priority, who, deadline, exc)
         granted_at = time.monotonic()
 
-        try:
-            handle = await asyncio.to_thread(
+        loop = asyncio.get_running_loop()
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(
                 open_database,
                 self.db_path,
                 read_only=mode is Mode.SHARED,
                 budget=deadline - time.monotonic(),
                 key=self.key,
                 token=token,
+                while_waiting=self._renewer_from_thread(token, priority, loop),
             )
+        )
+        try:
+            # Shielded: a cancelled request must not abandon an open that
+            # its worker thread finishes anyway (the file would stay locked).
+            handle = await asyncio.shield(opening)
             fence = grant.fence
             if mode is Mode.EXCLUSIVE:
                 fence = await self._settle_fence(handle, token, grant.fence or 0)
         except BaseException:
-            await asyncio.shield(self._give_back(token))
+            await asyncio.shield(self._abandon(opening, token))
             raise
 
-        loop = asyncio.get_running_loop()
         lease = self._lease(
             token=token,
             mode=mode,
@@ -204,12 +210,47 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timeout(token, mode, started, step)
-                timeout = core.poll_timeout(step, remaining)
+                beat = self.config.waiter_heartbeat
+                timeout = core.poll_timeout(step, remaining, beat)
                 await self._redis.blpop([box], timeout=timeout)
         except BaseException as exc:
             if not isinstance(exc, REDIS_DOWN):
                 await asyncio.shield(self._cancel(token))
             raise
+
+    async def _abandon(self, opening: asyncio.Future[Handle], token: str) -> None:
+        """Close whatever the open produced, then give the turn back."""
+        try:
+            handle = await opening
+        except BaseException:  # the open failed: nothing to close
+            handle = None
+        if handle is not None:
+            await asyncio.to_thread(handle.close, checkpoint=False)
+        await self._give_back(token)
+
+    def _renewer_from_thread(
+        self, token: str, priority: Priority, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[], None]:
+        """Renew a granted lease while the file stays locked (worker thread)."""
+        due = time.monotonic() + self.config.renew_interval
+
+        def renew() -> None:
+            nonlocal due
+            if time.monotonic() < due:
+                return
+            due = time.monotonic() + self.config.renew_interval
+            max_hold = self.config.max_hold_for(priority)
+            ttl = int(self.config.lease_ttl * 1000)
+            call = self._call("renew", token, ttl, int(max_hold * 1000))
+            try:
+                reply = asyncio.run_coroutine_threadsafe(call, loop).result(5)
+            except UNANSWERED:
+                renew_log.warning("renewal of %s while opening failed", short(token))
+                return
+            if not core.parse_renew(reply).held:
+                raise self._lost(token, "expired while waiting for the file")
+
+        return renew
 
     async def _cancel(self, token: str) -> None:
         try:

@@ -102,14 +102,15 @@ def parse_acquire(reply: list[Any]) -> Granted | Queued:
     )
 
 
-def poll_timeout(step: Queued, remaining: float) -> float:
+def poll_timeout(step: Queued, remaining: float, heartbeat: float) -> float:
     """How long a waiter may block on its mailbox before polling again.
 
     It wakes at the latest just after the first holder's lease would expire,
     so a dead holder's turn passes on promptly and not at the waiter's own
-    timeout; and never later than MAX_POLL, so its heartbeat stays fresh.
+    timeout; and never later than MAX_POLL or a third of its heartbeat, so
+    the scripts never take a live waiter for a dead one.
     """
-    timeout = min(remaining, MAX_POLL)
+    timeout = min(remaining, MAX_POLL, heartbeat / 3)
     if step.holder_expires_in is not None:
         timeout = min(timeout, step.holder_expires_in + 0.002)
     return max(MIN_POLL, timeout)

@@ -7,6 +7,7 @@ and the write path are written once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import logging
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import duckdb
+from redis.exceptions import RedisError
 
 from ._config import Mode, Priority
 from ._core import Status
@@ -22,6 +24,10 @@ from ._duck import Handle, stamp_fence
 from ._errors import LeaseLost, LeaseStateError, short
 
 log = logging.getLogger("lockmanager.lease")
+
+# What "Redis did not answer" looks like from a status check: a network
+# error, or a timeout waiting on the event loop (async leases).
+UNANSWERED = (RedisError, TimeoutError, concurrent.futures.TimeoutError, OSError)
 
 
 class LeaseState(str, enum.Enum):
@@ -160,6 +166,7 @@ class Lease:
                 key=self.key,
                 token=self.token,
             )
+        self.confirm_held()  # also refuses a call from the event loop thread
         cur = self.cursor()
         cur.execute("BEGIN TRANSACTION")
         try:
@@ -178,7 +185,7 @@ class Lease:
             return
         try:
             status = self._status()
-        except Exception:
+        except UNANSWERED:
             # Redis did not answer. The file's OS lock is still ours and the
             # fence stamp refuses us if a later holder committed, so commit
             # while the last renewal still vouches for the lease.

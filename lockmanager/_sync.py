@@ -119,6 +119,7 @@ class DuckDBWriteLockManager(ManagerBase):
             return self._acquire_degraded(mode, priority, who, deadline, exc)
         granted_at = time.monotonic()
 
+        handle: Handle | None = None
         try:
             handle = open_database(
                 self.db_path,
@@ -132,6 +133,8 @@ class DuckDBWriteLockManager(ManagerBase):
             if mode is Mode.EXCLUSIVE:
                 fence = self._settle_fence(handle, token, grant.fence or 0)
         except BaseException:
+            if handle is not None:  # never keep the file without the turn
+                handle.close(checkpoint=False)
             self._give_back(token)
             raise
 
@@ -286,7 +289,9 @@ class DuckDBWriteLockManager(ManagerBase):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timeout(token, mode, started, step)
-                self._redis.blpop([box], timeout=core.poll_timeout(step, remaining))
+                beat = self.config.waiter_heartbeat
+                timeout = core.poll_timeout(step, remaining, beat)
+                self._redis.blpop([box], timeout=timeout)
         except LeaseTimeout:
             self._cancel(token)
             raise
@@ -336,9 +341,12 @@ class DuckDBWriteLockManager(ManagerBase):
             max_hold = self.config.max_hold_for(priority)
             ttl = int(self.config.lease_ttl * 1000)
             try:
-                self._call("renew", token, ttl, int(max_hold * 1000))
+                reply = self._call("renew", token, ttl, int(max_hold * 1000))
             except RedisError:
                 renew_log.warning("renewal of %s while opening failed", short(token))
+                return
+            if not core.parse_renew(reply).held:
+                raise self._lost(token, "expired while waiting for the file")
 
         return renew
 
