@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
 import redis
 
@@ -23,6 +24,11 @@ from lockmanager.private_redis import (
     start_private_redis,
     start_redis_server,
 )
+
+# Imported up front on purpose: when no test module imports hypothesis,
+# its pytest plugin imports it at the terminal summary, under pytest's
+# assertion rewriter, and CPython 3.11.7 then fails with "SystemError: AST
+# constructor recursion depth mismatch", turning a green run red.
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
