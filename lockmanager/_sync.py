@@ -235,7 +235,8 @@ class DuckDBWriteLockManager(ManagerBase):
         """Holders, waiters, fence, counters and the latest history events."""
         reply = self._scripts["snapshot"](keys=[self.key])
         view = core.parse_snapshot(reply, self.key)
-        entries = self._redis.xrevrange(core.history_key(self.key), count=history)
+        key = core.history_key(self.key)
+        entries = self._redis.xrevrange(key, count=history) if history > 0 else []
         view["history"] = core.parse_history(entries)
         return view
 
