@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         " encoding=cp1252, delimiter=';', decimal=',', date_format=dmy",
     )
     load.add_argument(
+        "--wait", type=float, default=600.0,
+        help="seconds one write turn may be waited for before the load stops"
+        " with a report (default 600); rerun to resume",
+    )
+    load.add_argument(
         "--lease-ttl",
         type=float,
         default=10.0,
@@ -209,6 +214,7 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         workers=args.workers,
         chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
         force=force,
+        wait_for=args.wait,
         progress=sys.stderr.isatty() and not args.verbose,
     )
     summary = report.as_dict()

@@ -45,7 +45,7 @@ from .formats import file_sha256
 from .report import FileReport, LoadReport
 from .schema import ensure_sales_schema
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "Loader", "expand_paths"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "DEFAULT_WAIT", "Loader", "expand_paths"]
 
 log = logging.getLogger("etl.loader")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from lockmanager import DuckDBWriteLockManager, LeaseConfig
 
-from .loader import DEFAULT_CHUNK_ROWS, Loader
+from .loader import DEFAULT_CHUNK_ROWS, DEFAULT_WAIT, Loader
 from .progress import Progress
 from .report import FileReport, LoadReport
 
@@ -54,6 +54,7 @@ def load_files(
     force: dict[str, str] | None = None,
     options: dict[str, Any] | None = None,
     progress: bool = False,
+    wait_for: float = DEFAULT_WAIT,
 ) -> LoadReport:
     """Load `paths` with `workers` processes; one merged report.
 
@@ -81,6 +82,7 @@ def load_files(
                 chunk_rows,
                 force,
                 options,
+                wait_for,
             )
         finally:
             if bars is not None:
@@ -117,6 +119,7 @@ def _run(
     chunk_rows: int,
     force: dict[str, str] | None,
     options: dict[str, Any] | None,
+    wait_for: float,
     index: int,
     events: Any = None,
 ) -> LoadReport:
@@ -130,6 +133,7 @@ def _run(
             force=force,
             options=options,
             name=f"etl-worker-{index}",
+            wait_for=wait_for,
         )
         if events is None:
             loader.on_file_done = _log_file
