@@ -311,8 +311,10 @@ def _same_day(
     sep, day_at, month_at = _PARTS[date_format]
     parsed_text = pc.if_else(pc.is_valid(parsed), text, pa.scalar(None, pa.string()))
     parts = pc.split_pattern(parsed_text, sep)
-    day = pc.cast(pc.list_element(parts, day_at), pa.int64(), safe=False)
-    month = pc.cast(pc.list_element(parts, month_at), pa.int64(), safe=False)
+    day, month = (
+        pc.cast(pc.utf8_trim_whitespace(pc.list_element(parts, at)), pa.int64())
+        for at in (day_at, month_at)
+    )
     return pc.and_kleene(
         pc.equal(pc.day(parsed), day), pc.equal(pc.month(parsed), month)
     )

@@ -18,7 +18,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -99,6 +99,7 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
         granted_at = time.monotonic()
 
         loop = asyncio.get_running_loop()
+        renewer = self._renewer_from_thread(token, priority, loop)
         opening = asyncio.ensure_future(
             asyncio.to_thread(
                 open_database,
@@ -107,7 +108,7 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
                 budget=deadline - time.monotonic(),
                 key=self.key,
                 token=token,
-                while_waiting=self._renewer_from_thread(token, priority, loop),
+                while_waiting=renewer,
             )
         )
         try:
@@ -136,6 +137,7 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
             on_lost=on_lost,
             on_at_risk=on_at_risk,
         )
+        lease.valid_until = max(lease.valid_until, renewer.valid_until)
         # The keeper outlives the request that took the lease: give it a
         # context of its own, so caller-bound values (request ids) stay out.
         self._keepers[token] = asyncio.create_task(
@@ -231,27 +233,8 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
 
     def _renewer_from_thread(
         self, token: str, priority: Priority, loop: asyncio.AbstractEventLoop
-    ) -> Callable[[], None]:
-        """Renew a granted lease while the file stays locked (worker thread)."""
-        due = time.monotonic() + self.config.renew_interval
-
-        def renew() -> None:
-            nonlocal due
-            if time.monotonic() < due:
-                return
-            due = time.monotonic() + self.config.renew_interval
-            max_hold = self.config.max_hold_for(priority)
-            ttl = int(self.config.lease_ttl * 1000)
-            call = self._call("renew", token, ttl, int(max_hold * 1000))
-            try:
-                reply = asyncio.run_coroutine_threadsafe(call, loop).result(5)
-            except UNANSWERED:
-                renew_log.warning("renewal of %s while opening failed", short(token))
-                return
-            if not core.parse_renew(reply).held:
-                raise self._lost(token, "expired while waiting for the file")
-
-        return renew
+    ) -> _ThreadRenewer:
+        return _ThreadRenewer(self, token, priority, loop)
 
     async def _cancel(self, token: str) -> None:
         try:
@@ -363,6 +346,43 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
             lease.mark_at_risk(True)
             return
         self._renewed(lease, reply, asked)
+
+
+class _ThreadRenewer:
+    """Renews a granted lease from the opening worker thread, via the loop."""
+
+    def __init__(
+        self,
+        manager: AsyncDuckDBWriteLockManager,
+        token: str,
+        priority: Priority,
+        loop: asyncio.AbstractEventLoop,
+    ):
+        self._manager = manager
+        self._token = token
+        self._priority = priority
+        self._loop = loop
+        self._due = time.monotonic() + manager.config.renew_interval
+        self.valid_until = 0.0
+
+    def __call__(self) -> None:
+        config = self._manager.config
+        if time.monotonic() < self._due:
+            return
+        asked = self._due = time.monotonic()
+        self._due += config.renew_interval
+        max_hold = int(config.max_hold_for(self._priority) * 1000)
+        ttl = int(config.lease_ttl * 1000)
+        call = self._manager._call("renew", self._token, ttl, max_hold)
+        try:
+            reply = asyncio.run_coroutine_threadsafe(call, self._loop).result(5)
+        except UNANSWERED:
+            renew_log.warning("renewal of %s while opening failed", short(self._token))
+            return
+        outcome = core.parse_renew(reply)
+        if not outcome.held:
+            raise self._manager._lost(self._token, "expired while waiting for the file")
+        self.valid_until = asked + outcome.ttl_left
 
 
 class _ReaderPool:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -121,13 +121,14 @@ class DuckDBWriteLockManager(ManagerBase):
 
         handle: Handle | None = None
         try:
+            renewer = self._renewer(token, priority)
             handle = open_database(
                 self.db_path,
                 read_only=mode is Mode.SHARED,
                 budget=deadline - time.monotonic(),
                 key=self.key,
                 token=token,
-                while_waiting=self._renewer(token, priority),
+                while_waiting=renewer,
             )
             fence = grant.fence
             if mode is Mode.EXCLUSIVE:
@@ -153,6 +154,7 @@ class DuckDBWriteLockManager(ManagerBase):
             on_lost=on_lost,
             on_at_risk=on_at_risk,
         )
+        lease.valid_until = max(lease.valid_until, renewer.valid_until)
         self._keep(lease)
         log.debug("granted %r after %.3fs", lease, lease.wait_s)
         return lease
@@ -330,26 +332,8 @@ class DuckDBWriteLockManager(ManagerBase):
         claim_fence(handle.connection, fence=fence, token=token)
         return fence
 
-    def _renewer(self, token: str, priority: Priority) -> Callable[[], None]:
-        """Renew a granted lease now and then while its file is still locked."""
-        due = time.monotonic() + self.config.renew_interval
-
-        def renew() -> None:
-            nonlocal due
-            if time.monotonic() < due:
-                return
-            due = time.monotonic() + self.config.renew_interval
-            max_hold = self.config.max_hold_for(priority)
-            ttl = int(self.config.lease_ttl * 1000)
-            try:
-                reply = self._call("renew", token, ttl, int(max_hold * 1000))
-            except RedisError:
-                renew_log.warning("renewal of %s while opening failed", short(token))
-                return
-            if not core.parse_renew(reply).held:
-                raise self._lost(token, "expired while waiting for the file")
-
-        return renew
+    def _renewer(self, token: str, priority: Priority) -> _OpeningRenewer:
+        return _OpeningRenewer(self, token, priority)
 
     def _status(self, token: str) -> core.Status:
         return core.parse_status(self._call("status", token))
@@ -395,6 +379,40 @@ class DuckDBWriteLockManager(ManagerBase):
         asked = time.monotonic()
         reply = self._call("renew", *self._renew_args(lease))
         self._renewed(lease, reply, asked)
+
+
+class _OpeningRenewer:
+    """Renews a granted lease now and then while its file is still locked.
+
+    The keeper starts only once the file is open; until then this keeps the
+    lease alive and remembers how long the last renewal vouches for it.
+    """
+
+    def __init__(self, manager: DuckDBWriteLockManager, token: str, prio: Priority):
+        self._manager = manager
+        self._token = token
+        self._priority = prio
+        self._due = time.monotonic() + manager.config.renew_interval
+        self.valid_until = 0.0
+
+    def __call__(self) -> None:
+        config = self._manager.config
+        if time.monotonic() < self._due:
+            return
+        asked = self._due = time.monotonic()
+        self._due += config.renew_interval
+        max_hold = int(config.max_hold_for(self._priority) * 1000)
+        try:
+            reply = self._manager._call(
+                "renew", self._token, int(config.lease_ttl * 1000), max_hold
+            )
+        except RedisError:
+            renew_log.warning("renewal of %s while opening failed", short(self._token))
+            return
+        outcome = core.parse_renew(reply)
+        if not outcome.held:
+            raise self._manager._lost(self._token, "expired while waiting for the file")
+        self.valid_until = asked + outcome.ttl_left
 
 
 class _Keeper(threading.Thread):
