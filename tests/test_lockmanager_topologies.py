@@ -68,7 +68,7 @@ def test_leases_work_through_sentinel(tmp_path, key_prefix):
 
 def test_leases_work_on_a_redis_cluster(tmp_path, key_prefix):
     """A redis+cluster:// URL: every script stays in one slot (one hash tag)."""
-    ports = [free_port() for _ in range(3)]
+    ports = _distinct_ports(3)
     procs = []
     for port in ports:
         node = tmp_path / f"node-{port}"
@@ -105,6 +105,7 @@ def test_leases_work_on_a_redis_cluster(tmp_path, key_prefix):
                     client.ping()
                     break
                 except redis.ConnectionError:
+                    assert all(p.poll() is None for p in procs), "a node exited"
                     assert time.monotonic() < deadline
                     time.sleep(0.05)
         subprocess.run(
@@ -130,3 +131,26 @@ def test_leases_work_on_a_redis_cluster(tmp_path, key_prefix):
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def _distinct_ports(n: int) -> list[int]:
+    """n free ports, all different, each with room for its cluster bus port.
+
+    A cluster node also listens on port + 10000, so ports above 55535 make
+    redis-server exit; ports are held open together while they are chosen.
+    """
+    import socket
+
+    held: list[socket.socket] = []
+    try:
+        while len(held) < n:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            if sock.getsockname()[1] + 10000 <= 65535:
+                held.append(sock)
+            else:
+                sock.close()
+        return [int(sock.getsockname()[1]) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
