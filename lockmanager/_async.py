@@ -26,12 +26,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import _core as core
-from ._base import ManagerBase
+from ._base import ManagerBase, OpeningRenewer
 from ._config import LeaseConfig, Mode, Priority
 from ._connect import async_client_from_url
 from ._duck import Handle, claim_fence, ensure_fence_table, open_database
 from ._errors import LeaseStateError, short
-from ._lease import UNANSWERED, Callback, Lease, LeaseState
+from ._lease import Callback, Lease, LeaseState
 from ._scripts import LOST
 from ._sync import REDIS_DOWN
 
@@ -233,8 +233,12 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
 
     def _renewer_from_thread(
         self, token: str, priority: Priority, loop: asyncio.AbstractEventLoop
-    ) -> _ThreadRenewer:
-        return _ThreadRenewer(self, token, priority, loop)
+    ) -> OpeningRenewer:
+        def renew(*args: Any) -> Any:
+            call = self._call("renew", *args)
+            return asyncio.run_coroutine_threadsafe(call, loop).result(5)
+
+        return OpeningRenewer(self, token, priority, renew)
 
     async def _cancel(self, token: str) -> None:
         try:
@@ -346,43 +350,6 @@ class AsyncDuckDBWriteLockManager(ManagerBase):
             lease.mark_at_risk(True)
             return
         self._renewed(lease, reply, asked)
-
-
-class _ThreadRenewer:
-    """Renews a granted lease from the opening worker thread, via the loop."""
-
-    def __init__(
-        self,
-        manager: AsyncDuckDBWriteLockManager,
-        token: str,
-        priority: Priority,
-        loop: asyncio.AbstractEventLoop,
-    ):
-        self._manager = manager
-        self._token = token
-        self._priority = priority
-        self._loop = loop
-        self._due = time.monotonic() + manager.config.renew_interval
-        self.valid_until = 0.0
-
-    def __call__(self) -> None:
-        config = self._manager.config
-        if time.monotonic() < self._due:
-            return
-        asked = self._due = time.monotonic()
-        self._due += config.renew_interval
-        max_hold = int(config.max_hold_for(self._priority) * 1000)
-        ttl = int(config.lease_ttl * 1000)
-        call = self._manager._call("renew", self._token, ttl, max_hold)
-        try:
-            reply = asyncio.run_coroutine_threadsafe(call, self._loop).result(5)
-        except UNANSWERED:
-            renew_log.warning("renewal of %s while opening failed", short(self._token))
-            return
-        outcome = core.parse_renew(reply)
-        if not outcome.held:
-            raise self._manager._lost(self._token, "expired while waiting for the file")
-        self.valid_until = asked + outcome.ttl_left
 
 
 class _ReaderPool:

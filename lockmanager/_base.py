@@ -18,7 +18,7 @@ from . import _core as core
 from ._config import LeaseConfig, Mode, Priority
 from ._duck import Handle
 from ._errors import LeaseLost, LeaseTimeout, short
-from ._lease import Callback, Lease
+from ._lease import UNANSWERED, Callback, Lease
 from ._scripts import ALL
 
 log = logging.getLogger("lockmanager")
@@ -184,3 +184,45 @@ class ManagerBase:
                 lateness,
                 interval,
             )
+
+
+class OpeningRenewer:
+    """Renews a granted lease now and then while its file is still locked.
+
+    The keeper starts only once the file is open; until then this, called
+    between open attempts, keeps the lease alive and remembers how long the
+    last renewal vouches for it. `renew` sends the RENEW script's arguments
+    and returns its reply (blocking, from the opening thread).
+    """
+
+    def __init__(
+        self,
+        manager: ManagerBase,
+        token: str,
+        priority: Priority,
+        renew: Callable[..., Any],
+    ):
+        self._manager = manager
+        self._token = token
+        self._priority = priority
+        self._renew = renew
+        self._due = time.monotonic() + manager.config.renew_interval
+        self.valid_until = 0.0
+
+    def __call__(self) -> None:
+        config = self._manager.config
+        if time.monotonic() < self._due:
+            return
+        asked = time.monotonic()
+        self._due = asked + config.renew_interval
+        max_hold = int(config.max_hold_for(self._priority) * 1000)
+        ttl = int(config.lease_ttl * 1000)
+        try:
+            reply = self._renew(self._token, ttl, max_hold)
+        except UNANSWERED:
+            renew_log.warning("renewal of %s while opening failed", short(self._token))
+            return
+        outcome = core.parse_renew(reply)
+        if not outcome.held:
+            raise self._manager._lost(self._token, "expired while waiting for the file")
+        self.valid_until = asked + outcome.ttl_left

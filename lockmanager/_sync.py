@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _core as core
-from ._base import ManagerBase
+from ._base import ManagerBase, OpeningRenewer
 from ._config import LeaseConfig, Mode, Priority
 from ._connect import client_from_url
 from ._duck import Handle, claim_fence, ensure_fence_table, open_database
@@ -332,8 +332,10 @@ class DuckDBWriteLockManager(ManagerBase):
         claim_fence(handle.connection, fence=fence, token=token)
         return fence
 
-    def _renewer(self, token: str, priority: Priority) -> _OpeningRenewer:
-        return _OpeningRenewer(self, token, priority)
+    def _renewer(self, token: str, priority: Priority) -> OpeningRenewer:
+        return OpeningRenewer(
+            self, token, priority, lambda *args: self._call("renew", *args)
+        )
 
     def _status(self, token: str) -> core.Status:
         return core.parse_status(self._call("status", token))
@@ -379,40 +381,6 @@ class DuckDBWriteLockManager(ManagerBase):
         asked = time.monotonic()
         reply = self._call("renew", *self._renew_args(lease))
         self._renewed(lease, reply, asked)
-
-
-class _OpeningRenewer:
-    """Renews a granted lease now and then while its file is still locked.
-
-    The keeper starts only once the file is open; until then this keeps the
-    lease alive and remembers how long the last renewal vouches for it.
-    """
-
-    def __init__(self, manager: DuckDBWriteLockManager, token: str, prio: Priority):
-        self._manager = manager
-        self._token = token
-        self._priority = prio
-        self._due = time.monotonic() + manager.config.renew_interval
-        self.valid_until = 0.0
-
-    def __call__(self) -> None:
-        config = self._manager.config
-        if time.monotonic() < self._due:
-            return
-        asked = self._due = time.monotonic()
-        self._due += config.renew_interval
-        max_hold = int(config.max_hold_for(self._priority) * 1000)
-        try:
-            reply = self._manager._call(
-                "renew", self._token, int(config.lease_ttl * 1000), max_hold
-            )
-        except RedisError:
-            renew_log.warning("renewal of %s while opening failed", short(self._token))
-            return
-        outcome = core.parse_renew(reply)
-        if not outcome.held:
-            raise self._manager._lost(self._token, "expired while waiting for the file")
-        self.valid_until = asked + outcome.ttl_left
 
 
 class _Keeper(threading.Thread):
