@@ -4,7 +4,8 @@ One loader works through its files in order. A thread parses ahead into a
 small queue, so the write lease is held only while chunks are inserted.
 The lease is kept across chunks and files while nobody waits for the file,
 and given back between chunks as soon as someone does: an idle backend
-costs the load nothing and a busy one waits at most one chunk.
+costs the load nothing and a busy one waits for one transaction (after a
+turn of at least `min_turn`).
 
 Small files are grouped, many to a transaction, up to about `chunk_rows`
 rows: a statement costs milliseconds whatever its size, so a real store's
