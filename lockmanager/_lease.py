@@ -166,7 +166,6 @@ class Lease:
                 key=self.key,
                 token=self.token,
             )
-        self.confirm_held()  # also refuses a call from the event loop thread
         cur = self.cursor()
         cur.execute("BEGIN TRANSACTION")
         try:
