@@ -14,15 +14,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.test_lockmanager_processes import ROOT, _overlaps, _prepare
+from tests.test_lockmanager_processes import _overlaps, _prepare, _spawn
 
 pytestmark = pytest.mark.slow
 
@@ -31,27 +29,7 @@ ROLES = ["reader", "reader", "reader", "writer", "writer", "etl", "etl"]
 
 
 def _start(role: str, redis_url: str, db: Path, prefix: str, out: Path, secs: float):
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.workers",
-        "churn",
-        "--role",
-        role,
-        "--redis",
-        redis_url,
-        "--db",
-        str(db),
-        "--prefix",
-        prefix,
-        "--ttl",
-        str(TTL),
-        "--seconds",
-        str(secs),
-        "--out",
-        str(out),
-    ]
-    return subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    return _spawn("churn", role, redis_url, db, prefix, out=out, ttl=TTL, seconds=secs)
 
 
 def test_chaos_churn_keeps_every_guarantee(redis_url, tmp_path, key_prefix):
