@@ -8,6 +8,7 @@ file or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ def write_pieces(
     *,
     fence: int,
     replace: tuple[int, Any] | None = None,
-    store_days: list[tuple[str, tuple[int, Any]]] = (),  # type: ignore[assignment]
+    store_days: Sequence[tuple[str, tuple[int, Any]]] = (),
 ) -> Outcome:
     """Insert the pieces not yet loaded, inside the caller's fenced transaction.
 
