@@ -260,8 +260,8 @@ def _loaded_totals(
             row = cur.execute(
                 "SELECT count(*), coalesce(sum(cantidad), 0),"
                 " coalesce(sum(monto_total), 0), count(DISTINCT numero_factura)"
-                " FROM ventas_raw"
-                " WHERE list_contains(?::VARCHAR[], split_part(batch_id, ':', 1))",
+                " FROM ventas_raw WHERE lote IN (SELECT lote FROM etl_batches"
+                " WHERE list_contains(?::VARCHAR[], file_sha))",
                 [shas],
             ).fetchone()
             users = {r[0] for r in cur.execute("SELECT id FROM usuarios").fetchall()}

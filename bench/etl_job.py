@@ -34,18 +34,20 @@ from .pg import PgSchema, copy_file
 __all__ = ["load_bare", "load_pg", "main"]
 
 _PARSE_AHEAD = 3
-_INSERT = "INSERT INTO ventas_raw BY NAME SELECT *, ? AS batch_id FROM bench_chunk"
+_INSERT = "INSERT INTO ventas_raw BY NAME SELECT *, ? AS lote FROM bench_chunk"
 
 
-def _chunks(paths: Sequence[Path]) -> Iterator[tuple[str, pa.Table]]:
+def _chunks(paths: Sequence[Path]) -> Iterator[tuple[int, pa.Table]]:
     """Parsed chunks of every file, produced by a thread a few chunks ahead."""
-    ahead: queue.Queue[tuple[str, pa.Table] | None] = queue.Queue(_PARSE_AHEAD)
+    ahead: queue.Queue[tuple[int, pa.Table] | None] = queue.Queue(_PARSE_AHEAD)
 
     def produce() -> None:
+        lote = 0
         try:
             for path in paths:
                 for chunk in read_export(path, chunk_rows=DEFAULT_CHUNK_ROWS):
-                    ahead.put((f"{path.name}:{chunk.index}", chunk.table))
+                    lote += 1
+                    ahead.put((lote, chunk.table))
         finally:
             ahead.put(None)
 
@@ -58,10 +60,12 @@ def load_bare(paths: Sequence[Path], db: Path) -> int:
     """Insert every parsed row through one plain connection; rows in the table."""
     con = duckdb.connect(str(db))
     try:
+        # The loader's own setting, so the comparison is of coordination alone.
+        con.execute("SET preserve_insertion_order = false")
         ensure_sales_schema(con)
-        for batch_id, table in _chunks(paths):
+        for lote, table in _chunks(paths):
             con.register("bench_chunk", table)
-            con.execute(_INSERT, [batch_id])
+            con.execute(_INSERT, [lote])
             con.unregister("bench_chunk")
         row = con.execute("SELECT count(*) FROM ventas_raw").fetchone()
         con.execute("CHECKPOINT")

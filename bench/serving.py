@@ -127,14 +127,14 @@ def measure_serving(
 
 
 def _committed(manager: DuckDBWriteLockManager, load: list[Path]) -> int:
-    """Rows of `load` already in the file (batch ids start with the file hash)."""
+    """Rows of `load` already in the file, found through their batches."""
     shas = [file_sha256(path) for path in load]
     with manager.read(wait_for=_START_WAIT_S) as lease:
         row = (
             lease.cursor()
             .execute(
-                "SELECT count(*) FROM ventas_raw"
-                " WHERE list_contains(?::VARCHAR[], split_part(batch_id, ':', 1))",
+                "SELECT count(*) FROM ventas_raw WHERE lote IN (SELECT lote"
+                " FROM etl_batches WHERE list_contains(?::VARCHAR[], file_sha))",
                 [shas],
             )
             .fetchone()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from .formats import ParsedChunk
@@ -74,14 +75,21 @@ def write_pieces(
         if p.batch_id not in outcome.done and p.report.sha256 not in outcome.conflicted
     ]
     if fresh:
+        # Numbered inside the exclusive transaction: nobody else can take
+        # the same numbers, and a rolled-back write leaves no gap behind.
+        [(top,)] = cur.execute(
+            "SELECT coalesce(max(lote), 0) FROM etl_batches"
+        ).fetchall()
+        first = int(top) + 1
+        lotes = list(range(first, first + len(fresh)))
         _insert(cur, "etl_files", _files_table(fresh), "ON CONFLICT DO NOTHING")
         if replace is not None:
             _retire_store_day(cur, replace, fresh[0].report.sha256)
-        _insert(cur, "ventas_raw", _rows_table(fresh))
+        _insert(cur, "ventas_raw", _rows_table(fresh, lotes))
         bad = _quarantine_table(fresh)
         if bad.num_rows:
             _insert(cur, "etl_quarantine", bad)
-        _insert(cur, "etl_batches", _batches_table(fresh, fence))
+        _insert(cur, "etl_batches", _batches_table(fresh, fence, lotes))
     for sha, (store, day) in store_days:
         cur.execute(
             "UPDATE etl_files SET ubicacion_id = ?, fecha = ? WHERE file_sha = ?",
@@ -112,12 +120,12 @@ def _files_table(pieces: list[Piece]) -> pa.Table:
     )
 
 
-def _rows_table(pieces: list[Piece]) -> pa.Table:
+def _rows_table(pieces: list[Piece], lotes: list[int]) -> pa.Table:
     tables = [
         p.chunk.table.append_column(
-            "batch_id", pa.array([p.batch_id] * p.chunk.table.num_rows, pa.string())
+            "lote", pa.array(np.full(p.chunk.table.num_rows, lote, np.int64))
         )
-        for p in pieces
+        for p, lote in zip(pieces, lotes, strict=True)
     ]
     return pa.concat_tables(tables)
 
@@ -135,13 +143,14 @@ def _quarantine_table(pieces: list[Piece]) -> pa.Table:
     )
 
 
-def _batches_table(pieces: list[Piece], fence: int) -> pa.Table:
+def _batches_table(pieces: list[Piece], fence: int, lotes: list[int]) -> pa.Table:
     def column(values: list[Any], kind: pa.DataType) -> pa.Array:
         return pa.array(values, kind)
 
     return pa.table(
         {
             "batch_id": column([p.batch_id for p in pieces], pa.string()),
+            "lote": column(lotes, pa.int64()),
             "file_sha": column([p.report.sha256 for p in pieces], pa.string()),
             "chunk_index": column([p.chunk.index for p in pieces], pa.int32()),
             "first_line": column([p.chunk.first_line for p in pieces], pa.int64()),
@@ -172,11 +181,12 @@ def _retire_store_day(cur: Any, store_day: tuple[int, Any], new_sha: str) -> Non
             [store, day, new_sha],
         ).fetchall()
     ]
-    for sha in old:
-        cur.execute(
-            "DELETE FROM ventas_raw WHERE starts_with(batch_id, ?)", [sha + ":"]
-        )
     if old:
+        cur.execute(
+            "DELETE FROM ventas_raw WHERE lote IN"
+            " (SELECT lote FROM etl_batches WHERE list_contains(?, file_sha))",
+            [old],
+        )
         cur.execute(
             "UPDATE etl_files SET replaced_by = ? WHERE list_contains(?, file_sha)",
             [new_sha, old],

@@ -354,6 +354,12 @@ class Loader:
             if self._lease.degraded:
                 self._report.degraded_turns += 1
             self._turn_started = time.monotonic()
+            # Rows need no insertion order (each keeps its source line in
+            # `linea`); without it DuckDB inserts on all cores. This
+            # session's cursor only: other users of the process keep order.
+            self._lease.cursor().execute(
+                "SET SESSION preserve_insertion_order = false"
+            )
             with self._lease.transaction() as cur:
                 ensure_sales_schema(cur)
         return self._lease

@@ -3,6 +3,11 @@
 Names are Spanish where the users' production file already has them
 (`ventas_raw` and its columns), so the product can be pointed at that file.
 Money is DECIMAL(18,6): exact, never float.
+
+Each sales row carries the small integer `lote` of the batch that loaded it
+rather than the batch's text id: a constant integer per chunk costs almost
+nothing to insert and store, where a 66-character id on every row cost a
+fifth of the insert time.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ CREATE TABLE IF NOT EXISTS ventas_raw (
     cliente_id BIGINT,
     nombre_ubicacion VARCHAR,
     linea BIGINT,          -- physical line in the source file
-    batch_id VARCHAR       -- etl_batches.batch_id that loaded the row
+    lote BIGINT            -- etl_batches.lote of the chunk that loaded the row
 );
+-- A production table made before the ETL existed gains its two columns.
+ALTER TABLE ventas_raw ADD COLUMN IF NOT EXISTS linea BIGINT;
+ALTER TABLE ventas_raw ADD COLUMN IF NOT EXISTS lote BIGINT;
 
 -- One row per source file, keyed by its content hash.
 CREATE TABLE IF NOT EXISTS etl_files (
@@ -41,7 +49,8 @@ ALTER TABLE etl_files ADD COLUMN IF NOT EXISTS replaced_by VARCHAR;
 
 -- One row per loaded chunk, committed in the same transaction as its rows.
 CREATE TABLE IF NOT EXISTS etl_batches (
-    batch_id VARCHAR PRIMARY KEY,  -- file_sha:chunk_index:chunk_rows
+    batch_id VARCHAR PRIMARY KEY,  -- file_sha:chunk_index
+    lote BIGINT NOT NULL UNIQUE,   -- short number for the batch, on each row
     file_sha VARCHAR NOT NULL,
     chunk_index INTEGER NOT NULL,
     first_line BIGINT,

@@ -231,8 +231,8 @@ def test_every_variant_folder_loads_to_its_manifest_totals(
         "SELECT regexp_extract(f.path, 'variants/([^/]+)/', 1) AS folder,"
         " count(*), sum(v.cantidad), sum(v.monto_total),"
         " count(DISTINCT v.numero_factura)"
-        " FROM ventas_raw v JOIN etl_files f"
-        " ON f.file_sha = split_part(v.batch_id, ':', 1) GROUP BY folder"
+        " FROM ventas_raw v JOIN etl_batches b ON b.lote = v.lote"
+        " JOIN etl_files f ON f.file_sha = b.file_sha GROUP BY folder"
     ).fetchall()
     con.close()
 
