@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from etl.defaults import DEFAULT_TARGET_HOLD
+
 log = logging.getLogger("fluxion")
 
 
@@ -88,9 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         " encoding=cp1252, delimiter=';', decimal=',', date_format=dmy",
     )
     load.add_argument(
-        "--wait", type=float, default=600.0,
+        "--wait",
+        type=float,
+        default=600.0,
         help="seconds one write turn may be waited for before the load stops"
         " with a report (default 600); rerun to resume",
+    )
+    load.add_argument(
+        "--target-hold",
+        type=float,
+        default=DEFAULT_TARGET_HOLD,
+        help="seconds one write transaction should hold the file; a backend"
+        " request waits at most about this long for the ETL (default"
+        f" {DEFAULT_TARGET_HOLD}); longer transactions load faster",
     )
     load.add_argument(
         "--lease-ttl",
@@ -215,6 +227,7 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
         force=force,
         wait_for=args.wait,
+        target_hold=args.target_hold,
         progress=sys.stderr.isatty() and not args.verbose,
     )
     summary = report.as_dict()

@@ -44,6 +44,7 @@ from etl._columns import (
     split_chunk,
     string_columns,
 )
+from etl.defaults import DEFAULT_CHUNK_ROWS
 from etl.errors import (
     EtlError,
     FileFacts,
@@ -81,7 +82,6 @@ __all__ = [
 ]
 
 # One DuckDB row group: a chunk this size is written straight to the file.
-DEFAULT_CHUNK_ROWS = 122_880
 _SAMPLE_BYTES = 1 << 16
 _IN_FLIGHT = 2
 _FORCEABLE = {

@@ -7,9 +7,14 @@ and given back between chunks as soon as someone does: an idle backend
 costs the load nothing and a busy one waits for one transaction (after a
 turn of at least `min_turn`).
 
-Small files are grouped, many to a transaction, up to about `chunk_rows`
-rows: a statement costs milliseconds whatever its size, so a real store's
-day of a few hundred lines must not pay for a transaction of its own.
+Chunks are grouped, many to a transaction, and the transaction is sized
+from a target hold time: the loader measures the rate of its own writes and
+gathers about `target_hold` seconds' worth of rows (at least one chunk) into
+each. A waiting backend waits for one such transaction. Few large
+transactions are also what makes DuckDB fast: a commit of a million rows
+lands as finished row groups in the file, where ten commits of a hundred
+thousand each write their rows twice (log, then checkpoint); and a real
+store's day of a few hundred lines must not pay for a commit of its own.
 
 Exactly once: a chunk's rows, its quarantined rows and its `etl_batches`
 record commit in one fenced transaction. The batch identity is the file's
@@ -41,23 +46,51 @@ from lockmanager import (
 
 from ._reading import Known, expand_paths, parse_ahead, store_day_of
 from ._write import Outcome, Piece, write_pieces
+from .defaults import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_MIN_TURN,
+    DEFAULT_TARGET_HOLD,
+    DEFAULT_WAIT,
+)
 from .errors import FileRejected
 from .formats import file_sha256
 from .report import FileReport, LoadReport
 from .schema import ensure_sales_schema
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "DEFAULT_WAIT", "Loader", "expand_paths"]
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "DEFAULT_WAIT",
+    "Loader",
+    "expand_paths",
+    "next_txn_rows",
+]
 
 log = logging.getLogger("etl.loader")
 
-# One DuckDB row group: chunks this large go straight to the file.
-DEFAULT_CHUNK_ROWS = 122_880
-# A write turn lasts at least this long before it yields to a waiter, so
-# small chunks (a small store's day) do not pay a file open per chunk. It
-# bounds how long the backend waits: one turn, not one file.
-DEFAULT_MIN_TURN = 0.25
-DEFAULT_WAIT = 600.0
+# The first transaction's size in chunks, before any rate is measured.
+_FIRST_TXN_CHUNKS = 4
+# The largest transaction, whatever the rate. Its parsed rows wait in
+# memory, so this bounds the loader's memory; eight row groups is also about
+# where DuckDB's insert stops getting faster per row.
+_MAX_TXN_ROWS = 8 * DEFAULT_CHUNK_ROWS
 _WRITE_ATTEMPTS = 3
+
+
+def next_txn_rows(
+    current: int, rows: int, held: float, *, target: float, smallest: int, largest: int
+) -> int:
+    """Rows for the next transaction, from the last one's `rows` and `held` s.
+
+    Aims at `target` seconds at the rate just seen, moving halfway from
+    `current` so one slow commit (a checkpoint, a busy disk) does not halve
+    the next; a write of under half of `smallest` rows is mostly fixed
+    costs and tells nothing of the rate, so it leaves the size alone.
+    """
+    if rows < smallest // 2 or held <= 0:
+        return current
+    aim = rows / held * target
+    return int(max(smallest, min((current + aim) / 2, largest)))
 
 
 class Loader:
@@ -70,8 +103,14 @@ class Loader:
         options: passed to `read_export` (date window, stores, tolerance).
         on_file_done: called with each file's report once it is settled.
         min_turn: seconds a write turn lasts before yielding to a waiter.
+        target_hold: seconds one write transaction should last; its row
+            count follows from the rate measured on the earlier ones.
         wait_for: how long one turn may be waited for; a batch job waits
             patiently behind interactive work, then stops with a report.
+        memory_limit: DuckDB's memory budget, e.g. "256MB". It is set for
+            the whole process (DuckDB has no narrower scope for it), so an
+            application that runs the loader beside other DuckDB work may
+            pass None to leave its own setting alone.
     """
 
     def __init__(
@@ -84,8 +123,12 @@ class Loader:
         on_file_done: Callable[[FileReport], None] | None = None,
         name: str = "etl",
         min_turn: float = DEFAULT_MIN_TURN,
+        target_hold: float = DEFAULT_TARGET_HOLD,
         wait_for: float = DEFAULT_WAIT,
+        memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     ):
+        if target_hold <= 0:
+            raise ValueError(f"target_hold must be positive, got {target_hold}")
         self.manager = manager
         self.chunk_rows = chunk_rows
         self.force = force
@@ -93,7 +136,12 @@ class Loader:
         self.on_file_done = on_file_done
         self.name = name
         self.min_turn = min_turn
+        self.target_hold = target_hold
         self.wait_for = wait_for
+        self.memory_limit = memory_limit
+        self.txn_rows = max(
+            chunk_rows, min(_FIRST_TXN_CHUNKS * chunk_rows, _MAX_TXN_ROWS)
+        )
         self._turn_started = 0.0
         self._lease: Lease | None = None
         self._report = LoadReport()
@@ -199,7 +247,7 @@ class Loader:
             self._held_back.setdefault(report.sha256, []).append(piece)
             return
         self._group.append(piece)
-        full = sum(p.chunk.rows_read for p in self._group) >= self.chunk_rows
+        full = sum(p.chunk.rows_read for p in self._group) >= self.txn_rows
         if full or self._should_yield():
             # Someone waits while this turn only gathers small files: write
             # what is gathered and let them in, rather than hold the file
@@ -255,6 +303,7 @@ class Loader:
         for attempt in range(_WRITE_ATTEMPTS):
             lease = self._ensure_lease()
             assert lease.fence is not None
+            began = time.monotonic()
             try:
                 with lease.transaction() as cur:
                     outcome = write_pieces(
@@ -277,9 +326,24 @@ class Loader:
                 self._give_back()
                 if attempt == _WRITE_ATTEMPTS - 1:
                     raise
+        self._size_next(pieces, time.monotonic() - began)
         self._account(pieces, outcome)
         if self._should_yield():
             self._give_back()
+
+    def _size_next(self, pieces: list[Piece], held: float) -> None:
+        """Record the hold; aim the next transaction at `target_hold`."""
+        self._report.transactions += 1
+        self._report.longest_hold_s = max(self._report.longest_hold_s, held)
+        rows = sum(p.chunk.table.num_rows for p in pieces)
+        self.txn_rows = next_txn_rows(
+            self.txn_rows,
+            rows,
+            held,
+            target=self.target_hold,
+            smallest=self.chunk_rows,
+            largest=max(self.chunk_rows, _MAX_TXN_ROWS),
+        )
 
     def _should_yield(self) -> bool:
         lease = self._lease
@@ -357,9 +421,10 @@ class Loader:
             # Rows need no insertion order (each keeps its source line in
             # `linea`); without it DuckDB inserts on all cores. This
             # session's cursor only: other users of the process keep order.
-            self._lease.cursor().execute(
-                "SET SESSION preserve_insertion_order = false"
-            )
+            cur = self._lease.cursor()
+            cur.execute("SET SESSION preserve_insertion_order = false")
+            if self.memory_limit is not None:
+                cur.execute("SET memory_limit = ?", [self.memory_limit])
             with self._lease.transaction() as cur:
                 ensure_sales_schema(cur)
         return self._lease

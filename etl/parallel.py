@@ -23,7 +23,8 @@ from typing import Any
 
 from lockmanager import DuckDBWriteLockManager, LeaseConfig
 
-from .loader import DEFAULT_CHUNK_ROWS, DEFAULT_WAIT, Loader
+from .defaults import DEFAULT_CHUNK_ROWS, DEFAULT_TARGET_HOLD, DEFAULT_WAIT
+from .loader import Loader
 from .progress import Progress
 from .report import FileReport, LoadReport
 
@@ -55,6 +56,7 @@ def load_files(
     options: dict[str, Any] | None = None,
     progress: bool = False,
     wait_for: float = DEFAULT_WAIT,
+    target_hold: float = DEFAULT_TARGET_HOLD,
 ) -> LoadReport:
     """Load `paths` with `workers` processes; one merged report.
 
@@ -83,6 +85,7 @@ def load_files(
                 force,
                 options,
                 wait_for,
+                target_hold,
             )
         finally:
             if bars is not None:
@@ -120,6 +123,7 @@ def _run(
     force: dict[str, str] | None,
     options: dict[str, Any] | None,
     wait_for: float,
+    target_hold: float,
     index: int,
     events: Any = None,
 ) -> LoadReport:
@@ -134,6 +138,7 @@ def _run(
             options=options,
             name=f"etl-worker-{index}",
             wait_for=wait_for,
+            target_hold=target_hold,
         )
         if events is None:
             loader.on_file_done = _log_file
@@ -183,25 +188,9 @@ def _run_remote(*args: Any) -> dict[str, Any]:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    report = _run(*args)
-    return {
-        "files": [asdict(f) for f in report.files],
-        "lock_errors": report.lock_errors,
-        "lock_wait_s": report.lock_wait_s,
-        "turns": report.turns,
-        "degraded_turns": report.degraded_turns,
-        "leases_lost": report.leases_lost,
-        "interrupted": report.interrupted,
-    }
+    return asdict(_run(*args))
 
 
 def _from_dict(data: dict[str, Any]) -> LoadReport:
-    return LoadReport(
-        files=[FileReport(**f) for f in data["files"]],
-        lock_errors=data["lock_errors"],
-        lock_wait_s=data["lock_wait_s"],
-        turns=data["turns"],
-        degraded_turns=data["degraded_turns"],
-        leases_lost=data["leases_lost"],
-        interrupted=data["interrupted"],
-    )
+    files = [FileReport(**f) for f in data.pop("files")]
+    return LoadReport(files=files, **data)

@@ -47,6 +47,8 @@ class LoadReport:
     leases_lost: int = 0
     interrupted: str = ""
     elapsed_s: float = 0.0
+    transactions: int = 0
+    longest_hold_s: float = 0.0
 
     def total(self, name: str) -> int:
         return sum(getattr(f, name) for f in self.files)
@@ -58,6 +60,8 @@ class LoadReport:
         self.turns += other.turns
         self.degraded_turns += other.degraded_turns
         self.leases_lost += other.leases_lost
+        self.transactions += other.transactions
+        self.longest_hold_s = max(self.longest_hold_s, other.longest_hold_s)
         self.interrupted = self.interrupted or other.interrupted
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,6 +94,8 @@ class LoadReport:
             "write_turns": self.turns,
             "degraded_turns": self.degraded_turns,
             "leases_lost": self.leases_lost,
+            "write_transactions": self.transactions,
+            "longest_transaction_s": round(self.longest_hold_s, 3),
             "interrupted": self.interrupted or None,
             "elapsed_s": round(self.elapsed_s, 3),
             "rows_per_s": round(loaded / self.elapsed_s) if self.elapsed_s else 0,

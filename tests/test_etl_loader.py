@@ -76,7 +76,9 @@ def test_loader_yields_between_chunks_only_when_someone_waits(
 
     thread = threading.Thread(target=reader)
     thread.start()
-    busy = Loader(mgr, chunk_rows=500).load(files[10:])
+    # min_turn=0: yield at the first check that sees the reader, however
+    # fast this machine loads the 30 files.
+    busy = Loader(mgr, chunk_rows=500, min_turn=0.0).load(files[10:])
     stop.set()
     thread.join()
     mgr.close()
@@ -163,6 +165,9 @@ def test_etl_killed_at_any_point_then_rerun_loads_each_row_once(
         key_prefix,
         "--chunk-rows",
         "100",
+        # Many small transactions, so the kills below land between them.
+        "--target-hold",
+        "0.001",
         "--lease-ttl",
         "1",
     ]
