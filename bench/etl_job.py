@@ -2,8 +2,10 @@
 
 ``python -m bench.etl_job bare --db PATH DIR...`` parses the exports with
 the product's own reader (`etl.formats.read_export`, same chunk size, one
-thread parsing ahead like the loader) and inserts every chunk through one
-exclusive DuckDB connection: no lease manager, no fence, no batch records.
+thread parsing ahead like the loader) and inserts them through one
+exclusive DuckDB connection, as many chunks to a transaction as the
+loader's largest (one INSERT each) and with the loader's DuckDB settings:
+no lease manager, no fence, no batch records, no quarantine.
 
 ``python -m bench.etl_job pg --dsn DSN --schema NAME --connections N DIR...``
 streams the same CSV files into PostgreSQL with COPY, N connections in
@@ -23,10 +25,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
+from etl.defaults import DEFAULT_CHUNK_ROWS, DEFAULT_MEMORY_LIMIT
 from etl.formats import read_export
-from etl.loader import DEFAULT_CHUNK_ROWS, expand_paths
+from etl.loader import MAX_TXN_ROWS, expand_paths
 from etl.schema import ensure_sales_schema
 
 from .pg import PgSchema, copy_file
@@ -34,7 +38,7 @@ from .pg import PgSchema, copy_file
 __all__ = ["load_bare", "load_pg", "main"]
 
 _PARSE_AHEAD = 3
-_INSERT = "INSERT INTO ventas_raw BY NAME SELECT *, ? AS lote FROM bench_chunk"
+_INSERT = "INSERT INTO ventas_raw BY NAME SELECT * FROM bench_chunk"
 
 
 def _chunks(paths: Sequence[Path]) -> Iterator[tuple[int, pa.Table]]:
@@ -60,18 +64,36 @@ def load_bare(paths: Sequence[Path], db: Path) -> int:
     """Insert every parsed row through one plain connection; rows in the table."""
     con = duckdb.connect(str(db))
     try:
-        # The loader's own setting, so the comparison is of coordination alone.
+        # The loader's own settings, so the comparison is of coordination alone.
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET memory_limit = ?", [DEFAULT_MEMORY_LIMIT])
         ensure_sales_schema(con)
+        gathered: list[pa.Table] = []
         for lote, table in _chunks(paths):
-            con.register("bench_chunk", table)
-            con.execute(_INSERT, [lote])
-            con.unregister("bench_chunk")
+            gathered.append(table.append_column("lote", _constant(lote, table)))
+            if sum(t.num_rows for t in gathered) >= MAX_TXN_ROWS:
+                _insert(con, gathered)
+                gathered = []
+        _insert(con, gathered)
         row = con.execute("SELECT count(*) FROM ventas_raw").fetchone()
         con.execute("CHECKPOINT")
     finally:
         con.close()
     return int(row[0]) if row else 0
+
+
+def _constant(value: int, like: pa.Table) -> pa.Array:
+    return pa.array(np.full(like.num_rows, value, np.int64))
+
+
+def _insert(con: duckdb.DuckDBPyConnection, tables: list[pa.Table]) -> None:
+    if not tables:
+        return
+    con.register("bench_chunk", pa.concat_tables(tables))
+    try:
+        con.execute(_INSERT)
+    finally:
+        con.unregister("bench_chunk")
 
 
 def load_pg(paths: Sequence[Path], schema: PgSchema, connections: int) -> int:

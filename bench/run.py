@@ -37,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="full",
         help=argparse.SUPPRESS,
     )
+    parser.add_argument(
+        "--etl-only",
+        action="store_true",
+        help="measure 2 alone: the ETL against bare DuckDB and PostgreSQL COPY",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--pg", default=DEFAULT_DSN, help="PostgreSQL DSN (loopback)")
     args = parser.parse_args(argv)
@@ -53,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .scale import scale_named
 
     scale = scale_named("quick" if args.quick else args.scale)
-    res = run(scale, args.out, args.pg)
+    res = run(scale, args.out, args.pg, etl_only=args.etl_only)
     print("\n".join(summary_table(res)))
     print(f"\n{args.out / 'report.md'}: run took {res.value('run.seconds'):.0f} s")
     return 0

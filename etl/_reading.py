@@ -9,14 +9,16 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import FileRejected
-from .formats import detect_format, read_export
+from .formats import detect_format, file_sha256, read_export
 from .report import FileReport
 
 _PARSE_AHEAD = 3
@@ -58,20 +60,29 @@ def parse_ahead(
 ) -> Iterator[tuple[FileReport, Any]]:
     """Yield (report, item) per chunk, then (report, "end") or a rejection.
 
-    An item is (chunk_rows, ParsedChunk). Files already seen keep the chunk
-    size they were first loaded with, so their chunks line up again.
+    An item is (chunk_rows, ParsedChunk, (store, day) of its rows or None).
+    Each file's hash goes into its report's `sha256`; a thread of its own
+    hashes the files one ahead of the parser, as the parser needs the hash
+    before it starts a file. Files already seen keep the chunk size they
+    were first loaded with, so their chunks line up again.
     """
     out: queue.Queue[tuple[FileReport, Any] | None] = queue.Queue(_PARSE_AHEAD)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for report in reports:
-                if stop.is_set():
-                    return
-                seen = known.get(report.sha256)
-                size = seen.chunk_rows if seen else chunk_rows
-                _parse_file(report, size, force, options, out)
+            with ThreadPoolExecutor(1, thread_name_prefix="etl-hash") as hasher:
+                hashes = [hasher.submit(_hash, r) for r in reports]
+                for report, hashed in zip(reports, hashes, strict=True):
+                    if stop.is_set():
+                        for pending in hashes:
+                            pending.cancel()
+                        return
+                    unreadable = hashed.result()
+                    if unreadable is not None:
+                        out.put((report, unreadable))
+                        continue
+                    _parse_file(report, known, chunk_rows, force, options, out)
         finally:
             out.put(None)
 
@@ -90,19 +101,32 @@ def parse_ahead(
         thread.join()
 
 
+def _hash(report: FileReport) -> FileRejected | None:
+    """Set the report's `sha256` (kept if already set), or say why not."""
+    if not report.sha256:
+        try:
+            report.sha256 = file_sha256(report.path)
+        except FileRejected as exc:
+            return exc
+    return None
+
+
 def _parse_file(
     report: FileReport,
-    size: int,
+    known: Mapping[str, Known],
+    chunk_rows: int,
     force: dict[str, str] | None,
     options: dict[str, Any],
     out: queue.Queue[tuple[FileReport, Any] | None],
 ) -> None:
     try:
+        seen = known.get(report.sha256)
+        size = seen.chunk_rows if seen else chunk_rows
         fmt = detect_format(report.path, force=force)
         report.format = fmt.describe()
         last = None
         for last in read_export(report.path, fmt=fmt, chunk_rows=size, **options):
-            out.put((report, (size, last)))
+            out.put((report, (size, last, store_day_of(last.table))))
         if last is not None and _cut_short(report.path, last):
             raise FileRejected(
                 report.path,
@@ -119,10 +143,13 @@ def _parse_file(
 
 def store_day_of(table: pa.Table) -> tuple[int, Any] | None:
     """The one (store, day) of a chunk's rows, or None if it has several."""
-    keys = table.group_by(["ubicacion_id", "fecha"]).aggregate([])
-    if keys.num_rows != 1:
+    if table.num_rows == 0:
         return None
-    return int(keys["ubicacion_id"][0].as_py()), keys["fecha"][0].as_py()
+    stores = pc.min_max(table["ubicacion_id"])
+    days = pc.min_max(table["fecha"])
+    if stores["min"] != stores["max"] or days["min"] != days["max"]:
+        return None
+    return int(stores["min"].as_py()), days["min"].as_py()
 
 
 def _cut_short(path: str, last: Any) -> bool:

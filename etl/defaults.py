@@ -20,6 +20,7 @@ DEFAULT_MIN_TURN = 0.25
 # report; a batch job waits patiently behind interactive work.
 DEFAULT_WAIT = 600.0
 # DuckDB's memory budget in a loader's process. Without one, the blocks a
-# long load writes stay cached and the process grows with the input; with
-# it, memory stays flat and the load is as fast.
-DEFAULT_MEMORY_LIMIT = "256MB"
+# long load writes stay cached and the process grows with the input (about
+# 19 MB per million rows here). 128MB keeps it flat; 64MB was 8% slower on
+# 8M rows, 256MB 5% faster for 130MB more.
+DEFAULT_MEMORY_LIMIT = "128MB"

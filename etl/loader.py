@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from lockmanager import (
     DuckDBWriteLockManager,
@@ -44,7 +43,7 @@ from lockmanager import (
     is_lock_conflict,
 )
 
-from ._reading import Known, expand_paths, parse_ahead, store_day_of
+from ._reading import Known, expand_paths, parse_ahead
 from ._write import Outcome, Piece, write_pieces
 from .defaults import (
     DEFAULT_CHUNK_ROWS,
@@ -54,7 +53,6 @@ from .defaults import (
     DEFAULT_WAIT,
 )
 from .errors import FileRejected
-from .formats import file_sha256
 from .report import FileReport, LoadReport
 from .schema import ensure_sales_schema
 
@@ -73,7 +71,7 @@ _FIRST_TXN_CHUNKS = 4
 # The largest transaction, whatever the rate. Its parsed rows wait in
 # memory, so this bounds the loader's memory; eight row groups is also about
 # where DuckDB's insert stops getting faster per row.
-_MAX_TXN_ROWS = 8 * DEFAULT_CHUNK_ROWS
+MAX_TXN_ROWS = 8 * DEFAULT_CHUNK_ROWS
 _WRITE_ATTEMPTS = 3
 
 
@@ -140,7 +138,7 @@ class Loader:
         self.wait_for = wait_for
         self.memory_limit = memory_limit
         self.txn_rows = max(
-            chunk_rows, min(_FIRST_TXN_CHUNKS * chunk_rows, _MAX_TXN_ROWS)
+            chunk_rows, min(_FIRST_TXN_CHUNKS * chunk_rows, MAX_TXN_ROWS)
         )
         self._turn_started = 0.0
         self._lease: Lease | None = None
@@ -161,7 +159,7 @@ class Loader:
         reports = [FileReport(path=str(p)) for p in paths]
         self._report.files = reports
         try:
-            known = self._known_files(reports)
+            known = self._known_files()
             self._pass(reports, known)
             if self._redo:
                 # Another loader started these files with another chunk
@@ -170,7 +168,7 @@ class Loader:
                 for report in again:
                     report.reset()
                 self._redo.clear()
-                self._pass(again, self._known_files(again))
+                self._pass(again, self._known_files())
         except LockManagerError as exc:
             self._interrupt(reports, exc)
         finally:
@@ -192,27 +190,24 @@ class Loader:
 
     # -- reading ahead ------------------------------------------------------
 
-    def _known_files(self, reports: list[FileReport]) -> dict[str, Known]:
-        """Hash every file and fetch what earlier loads committed of them."""
-        for report in reports:
-            report.sha256 = file_sha256(report.path)
-        shas = [r.sha256 for r in reports]
-        lease = self._ensure_lease()
-        cur = lease.cursor()
-        cur.register("wanted_files", pa.table({"sha": sorted(set(shas))}))
-        try:
-            rows = cur.execute(
-                "SELECT f.file_sha, f.chunk_rows, list(b.chunk_index)"
-                " FROM etl_files f JOIN wanted_files w ON w.sha = f.file_sha"
-                " LEFT JOIN etl_batches b ON b.file_sha = f.file_sha"
-                " GROUP BY f.file_sha, f.chunk_rows"
-            ).fetchall()
-            current = cur.execute(
-                "SELECT ubicacion_id, fecha, file_sha FROM etl_files"
-                " WHERE replaced_by IS NULL AND ubicacion_id IS NOT NULL"
-            ).fetchall()
-        finally:
-            cur.unregister("wanted_files")
+    def _known_files(self) -> dict[str, Known]:
+        """What earlier loads committed, for every file the database knows.
+
+        Every file, not just this load's: the files are hashed later, by the
+        thread that parses them, so the first file is parsed while the
+        others are still unread. The table holds one row per file and one per
+        chunk ever loaded: thousands a year, fetched in milliseconds.
+        """
+        cur = self._ensure_lease().cursor()
+        rows = cur.execute(
+            "SELECT f.file_sha, f.chunk_rows, list(b.chunk_index)"
+            " FROM etl_files f LEFT JOIN etl_batches b ON b.file_sha = f.file_sha"
+            " GROUP BY f.file_sha, f.chunk_rows"
+        ).fetchall()
+        current = cur.execute(
+            "SELECT ubicacion_id, fecha, file_sha FROM etl_files"
+            " WHERE replaced_by IS NULL AND ubicacion_id IS NOT NULL"
+        ).fetchall()
         self._store_days = {(int(s), d): sha for s, d, sha in current}
         return {
             sha: Known(int(size), {int(i) for i in idx if i is not None})
@@ -232,10 +227,10 @@ class Loader:
             return
         if report.status == "rejected":
             return
-        size, chunk = item
+        size, chunk, day = item
         report.rows_read += chunk.rows_read
         report.chunks += 1
-        self._note_store_day(report, chunk, known)
+        self._note_store_day(report, chunk.index, day, known)
         seen = known.get(report.sha256)
         if seen and chunk.index in seen.loaded:
             report.rows_skipped += chunk.rows_read
@@ -255,11 +250,14 @@ class Loader:
             self._flush()
 
     def _note_store_day(
-        self, report: FileReport, chunk: Any, known: dict[str, Known]
+        self,
+        report: FileReport,
+        index: int,
+        day: tuple[int, Any] | None,
+        known: dict[str, Known],
     ) -> None:
         """Track the file's (store, day): one for the whole file, or none."""
-        day = store_day_of(chunk.table)
-        if chunk.index == 0:
+        if index == 0:
             report.store_day = day
             earlier = self._store_days.get(day) if day else None
             if earlier and earlier != report.sha256 and report.sha256 not in known:
@@ -342,7 +340,7 @@ class Loader:
             held,
             target=self.target_hold,
             smallest=self.chunk_rows,
-            largest=max(self.chunk_rows, _MAX_TXN_ROWS),
+            largest=max(self.chunk_rows, MAX_TXN_ROWS),
         )
 
     def _should_yield(self) -> bool:
