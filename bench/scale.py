@@ -106,7 +106,7 @@ FULL = Scale(
         DataSpec("daily", 16, 1, 500_000, date(2026, 1, 12)),
     ),
     sizes=(
-        Size("daily", workers=(1, 2), headline=True),
+        Size("daily", repeats=3, workers=(1, 2), headline=True),
         Size("base", repeats=2, growth=True),
         Size("big", first_day_only=True, growth=True),
         Size("big", growth=True),
