@@ -254,7 +254,9 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         f"{summary['files']} files: {summary['rows_loaded']} rows loaded,"
         f" {summary['rows_rejected']} quarantined, {summary['rows_skipped']} skipped"
         f" (already loaded), {len(summary['files_rejected'])} files rejected;"
-        f" {summary['rows_per_s']} rows/s, lock wait {summary['lock_wait_s']}s",
+        f" {summary['rows_per_s']} rows/s, lock wait {summary['lock_wait_s']}s;"
+        f" {summary['write_transactions']} write transactions, the longest"
+        f" {summary['longest_transaction_s']}s",
         file=sys.stderr,
     )
     _emit(summary, args.json)

@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS etl_batches (
     fence BIGINT NOT NULL,
     loaded_at TIMESTAMP NOT NULL DEFAULT now()
 );
+-- A file written before batches were numbered gains the column.
+ALTER TABLE etl_batches ADD COLUMN IF NOT EXISTS lote BIGINT;
 
 -- Rows refused by validation, with the reason, for someone to fix.
 CREATE TABLE IF NOT EXISTS etl_quarantine (
