@@ -62,8 +62,8 @@ def parse_ahead(
 
     An item is (chunk_rows, ParsedChunk, (store, day) of its rows or None).
     Each file's hash goes into its report's `sha256`; a thread of its own
-    hashes the files one ahead of the parser, as the parser needs the hash
-    before it starts a file. Files already seen keep the chunk size they
+    hashes the files in order, ahead of the parser, which needs a file's
+    hash before it starts on it (hashing is I/O and C code: the two overlap). Files already seen keep the chunk size they
     were first loaded with, so their chunks line up again.
     """
     out: queue.Queue[tuple[FileReport, Any] | None] = queue.Queue(_PARSE_AHEAD)
