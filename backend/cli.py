@@ -20,6 +20,10 @@ from typing import Any
 
 from etl.defaults import DEFAULT_TARGET_HOLD
 
+# `fluxion etl load` ended, but refused some files whole (their stores must
+# send them again); 1 is an interrupted load, 2 a usage or setup error.
+EXIT_FILES_REJECTED = 3
+
 log = logging.getLogger("fluxion")
 
 
@@ -60,12 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="write realistic store exports")
     gen.add_argument("dir")
-    gen.add_argument("--stores", type=int, default=16)
-    gen.add_argument("--days", type=int, default=1)
-    gen.add_argument("--start", default="2026-01-05", help="first day, YYYY-MM-DD")
-    gen.add_argument("--rows-per-store", type=int, default=200_000)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--mixed", action="store_true", help="mix the real formats")
+    gen.add_argument("--stores", type=int, default=16, help="stores 1..N (16)")
+    gen.add_argument("--days", type=int, default=1, help="consecutive days (1)")
+    gen.add_argument(
+        "--start", default="2026-01-05", help="first day, YYYY-MM-DD (2026-01-05)"
+    )
+    gen.add_argument(
+        "--rows-per-store",
+        type=int,
+        default=200_000,
+        help="rows in each store's daily file (200000)",
+    )
+    gen.add_argument("--seed", type=int, default=0, help="same seed, same bytes (0)")
+    gen.add_argument(
+        "--mixed",
+        action="store_true",
+        help="mix the formats stores really send (encodings, separators,"
+        " decimal commas, Spanish headers, dd/mm dates)",
+    )
     gen.add_argument("--json", action="store_true")
 
     serve = sub.add_parser("serve", help="run the backend (uvicorn)")
@@ -76,7 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     etl = sub.add_parser("etl", help="load store exports")
     etl_sub = etl.add_subparsers(dest="etl_command", required=True)
-    load = etl_sub.add_parser("load", help="load files or folders of exports")
+    load = etl_sub.add_parser(
+        "load",
+        help="load files or folders of exports",
+        epilog="exit status: 0 every file loaded (or already loaded); 1 the"
+        " load was interrupted, rerun to resume; 2 a usage or setup error;"
+        f" {EXIT_FILES_REJECTED} finished, but some files were rejected whole"
+        " (listed last, with the reason)",
+    )
     _common(load)
     load.add_argument("paths", nargs="+")
     load.add_argument("--workers", type=int, default=1)
@@ -100,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-hold",
         type=float,
         default=DEFAULT_TARGET_HOLD,
-        help="seconds one write transaction should hold the file; a backend"
-        " request waits at most about this long for the ETL (default"
-        f" {DEFAULT_TARGET_HOLD}); longer transactions load faster",
+        help="seconds each write transaction should hold the file, which is"
+        " about how long a backend request waits for the ETL (default"
+        f" {DEFAULT_TARGET_HOLD}); never less than one chunk of rows, so on a"
+        " slow or busy machine it can be longer; longer loads faster",
     )
     load.add_argument(
         "--lease-ttl",
@@ -134,6 +158,9 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not getattr(args, "verbose", False):
+        # One line per HTTP request (the demo's traffic) buries the report.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     command = args.command if args.command != "etl" else "etl_load"
     try:
         return int(_COMMANDS[command](args, environ) or 0)
@@ -231,6 +258,14 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         progress=sys.stderr.isatty() and not args.verbose,
     )
     summary = report.as_dict()
+    for file in summary["per_file"]:
+        if file["rows_rejected"]:
+            print(
+                f"quarantined: {file['path']}: {file['rows_rejected']} rows, e.g."
+                f" {'; '.join(file['quarantine_sample'])} (all of them, with"
+                " the raw line, are in the etl_quarantine table)",
+                file=sys.stderr,
+            )
     for rejected in summary["files_rejected"]:
         print(f"rejected: {rejected['reason']}", file=sys.stderr)
     if summary["degraded_turns"]:
@@ -260,7 +295,10 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         file=sys.stderr,
     )
     _emit(summary, args.json)
-    return 0 if summary["reconciled"] and not summary["interrupted"] else 1
+    if summary["interrupted"] or not summary["reconciled"]:
+        return 1
+    # Loaded what could be loaded, but a scheduler must notice the rest.
+    return EXIT_FILES_REJECTED if summary["files_rejected"] else 0
 
 
 def _parse_force(items: list[str]) -> dict[str, str] | None:
@@ -273,7 +311,9 @@ def _parse_force(items: list[str]) -> dict[str, str] | None:
                 f" got {item!r}"
             )
         force[field.strip()] = value
-    return force or None
+    from etl.formats import check_force
+
+    return check_force(force) or None
 
 
 def cmd_locks(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

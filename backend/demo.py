@@ -335,6 +335,7 @@ def _report(
         "no_backend_errors": backend_errors == 0,
         "acknowledged_writes_present": not missing_users and not wrong_orders,
         "etl_reconciled": bool(etl["reconciled"]),
+        "every_file_loaded": not etl["files_rejected"],
         "totals_match_manifest": totals_match,
     }
     ok = all(v is not False for v in checks.values()) and requests > 0

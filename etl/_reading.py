@@ -63,11 +63,14 @@ def parse_ahead(
     An item is (chunk_rows, ParsedChunk, (store, day) of its rows or None).
     Each file's hash goes into its report's `sha256`; a thread of its own
     hashes the files in order, ahead of the parser, which needs a file's
-    hash before it starts on it (hashing is I/O and C code: the two overlap). Files already seen keep the chunk size they
-    were first loaded with, so their chunks line up again.
+    hash before it starts on it (hashing is I/O and C code: the two
+    overlap). Files already seen keep the chunk size they were first loaded
+    with, so their chunks line up again. An error other than a bad file
+    stops the parsing and is raised here, to the caller.
     """
     out: queue.Queue[tuple[FileReport, Any] | None] = queue.Queue(_PARSE_AHEAD)
     stop = threading.Event()
+    failed: list[BaseException] = []
 
     def produce() -> None:
         try:
@@ -83,6 +86,11 @@ def parse_ahead(
                         out.put((report, unreadable))
                         continue
                     _parse_file(report, known, chunk_rows, force, options, out)
+        except BaseException as exc:  # noqa: BLE001 - raised again by the reader
+            # Not a bad file (those arrive as FileRejected items) but a bug
+            # or a broken machine: the load must stop with it, not end
+            # quietly with the rest of the files unread.
+            failed.append(exc)
         finally:
             out.put(None)
 
@@ -91,6 +99,8 @@ def parse_ahead(
     try:
         while (item := out.get()) is not None:
             yield item
+        if failed:
+            raise failed[0]
     finally:
         stop.set()
         while thread.is_alive():

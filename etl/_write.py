@@ -166,7 +166,8 @@ def _batches_table(pieces: list[Piece], fence: int, lotes: list[int]) -> pa.Tabl
 
 
 def _retire_store_day(cur: Any, store_day: tuple[int, Any], new_sha: str) -> None:
-    """Remove the rows of every earlier live version of a (store, day).
+    """Remove the rows, good and quarantined, of every earlier live version
+    of a (store, day).
 
     Read inside the transaction, so two loaders racing with two corrections
     of the same day leave exactly one visible: the last to commit. The old
@@ -185,6 +186,13 @@ def _retire_store_day(cur: Any, store_day: tuple[int, Any], new_sha: str) -> Non
         cur.execute(
             "DELETE FROM ventas_raw WHERE lote IN"
             " (SELECT lote FROM etl_batches WHERE list_contains(?, file_sha))",
+            [old],
+        )
+        # Their bad rows were corrected or dropped by the new version: no
+        # longer anything for someone to fix.
+        cur.execute(
+            "DELETE FROM etl_quarantine WHERE batch_id IN"
+            " (SELECT batch_id FROM etl_batches WHERE list_contains(?, file_sha))",
             [old],
         )
         cur.execute(

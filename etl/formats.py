@@ -75,6 +75,7 @@ __all__ = [
     "FileRejected",
     "ParsedChunk",
     "RejectedRow",
+    "check_force",
     "detect_format",
     "file_sha256",
     "file_store_day",
@@ -187,7 +188,7 @@ def detect_format(
         FileRejected: the file cannot be read as an export at all.
         ValueError: an unknown key or value in `force`.
     """
-    forced = _check_force(force or {})
+    forced = check_force(force or {})
     path = Path(path)
     if _is_parquet(path):
         return _detect_parquet(path, forced)
@@ -273,7 +274,8 @@ def file_store_day(
     return next(iter(seen)) if seen else None
 
 
-def _check_force(force: Mapping[str, str]) -> dict[str, str]:
+def check_force(force: Mapping[str, str]) -> dict[str, str]:
+    """The forced format fields, checked; ValueError names a wrong one."""
     allowed = {*_FORCEABLE, "delimiter"}
     for key, value in force.items():
         if key not in allowed:

@@ -360,6 +360,7 @@ class Loader:
             else:
                 report.rows_loaded += chunk.table.num_rows
                 report.rows_rejected += len(chunk.rejected)
+                report.note_quarantined(chunk.rejected)
         for sha in outcome.conflicted:
             self._redo.add(sha)
             self._group = [p for p in self._group if p.report.sha256 != sha]
@@ -405,12 +406,18 @@ class Loader:
 
     def _ensure_lease(self) -> Lease:
         if self._lease is None:
-            self._lease = self.manager.acquire(
-                Mode.EXCLUSIVE,
-                priority=Priority.BATCH,
-                name=self.name,
-                wait_for=self.wait_for,
-            )
+            asked = time.monotonic()
+            try:
+                self._lease = self.manager.acquire(
+                    Mode.EXCLUSIVE,
+                    priority=Priority.BATCH,
+                    name=self.name,
+                    wait_for=self.wait_for,
+                )
+            except LockManagerError:
+                # No turn after all: the time spent waiting still counts.
+                self._report.lock_wait_s += time.monotonic() - asked
+                raise
             self._report.lock_wait_s += self._lease.wait_s
             self._report.turns += 1
             if self._lease.degraded:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+QUARANTINE_SAMPLE = 3
 
 
 @dataclass
@@ -22,9 +25,19 @@ class FileReport:
     chunks: int = 0
     store_day: tuple[int, Any] | None = None
     replaces: str = ""
+    # The first few quarantined rows, "line N: reason", for the summary.
+    quarantine_sample: list[str] = field(default_factory=list)
+
+    def note_quarantined(self, rows: Iterable[Any]) -> None:
+        """Keep the first `QUARANTINE_SAMPLE` quarantined rows' line and reason."""
+        for row in rows:
+            if len(self.quarantine_sample) >= QUARANTINE_SAMPLE:
+                return
+            self.quarantine_sample.append(f"line {row.line}: {row.reason}")
 
     def reset(self) -> None:
         """Forget the counts, before the file is read again from the start."""
+        self.quarantine_sample = []
         self.rows_read = self.rows_loaded = self.rows_rejected = 0
         self.rows_skipped = self.chunks = 0
         self.status, self.store_day, self.replaces = "pending", None, ""
@@ -109,6 +122,7 @@ class LoadReport:
                     "rows_loaded": f.rows_loaded,
                     "rows_rejected": f.rows_rejected,
                     "rows_skipped": f.rows_skipped,
+                    "quarantine_sample": f.quarantine_sample,
                     "reconciled": f.reconciled,
                 }
                 for f in self.files

@@ -134,6 +134,32 @@ def test_corrected_store_day_file_replaces_the_earlier_load(
     assert again["rows_loaded"] == 0 and _totals(db) == after
 
 
+def test_a_corrected_re_send_clears_the_bad_rows_of_the_version_it_replaces(
+    shared_data, redis_url, tmp_path, key_prefix
+):
+    """The first version's quarantined line was fixed in the second: gone."""
+    source = shared_data / "exports" / "2010-12-01" / "store_02_2010-12-01.csv"
+    text = source.read_text()
+    header, first, *_ = text.splitlines(keepends=True)
+    bad = first.split(",")
+    bad[4] = "abc"  # an unreadable quantity
+    sent = tmp_path / "sent" / source.name
+    sent.parent.mkdir()
+    sent.write_text(text + ",".join(bad))
+    db = tmp_path / "ventas.duckdb"
+
+    first_load = _load([sent], redis_url, db, key_prefix)
+    _load([source], redis_url, db, key_prefix)  # the corrected re-send
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        left = con.execute("SELECT count(*) FROM etl_quarantine").fetchone()[0]
+    finally:
+        con.close()
+    assert first_load["rows_rejected"] == 1
+    assert left == 0
+
+
 def test_etl_killed_at_any_point_then_rerun_loads_each_row_once(
     shared_data, redis_url, tmp_path, key_prefix
 ):

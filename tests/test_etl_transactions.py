@@ -75,3 +75,19 @@ def test_a_target_hold_must_be_positive(redis_url, tmp_path, key_prefix):
             Loader(mgr, target_hold=0)
     finally:
         mgr.close()
+
+
+def test_an_error_in_the_parsing_thread_stops_the_load_loudly(
+    redis_url, tmp_path, key_prefix
+):
+    """Not a bad file but a bad call: raised to the caller, never swallowed."""
+    generate_exports(tmp_path / "in", stores=2, rows_per_store=100)
+    mgr = DuckDBWriteLockManager(
+        redis_url, tmp_path / "x.duckdb", config=LeaseConfig(key_prefix=key_prefix)
+    )
+    try:
+        loader = Loader(mgr, force={"colour": "red"})
+        with pytest.raises(ValueError, match="cannot force 'colour'"):
+            loader.load(expand_paths([tmp_path / "in"]))
+    finally:
+        mgr.close()

@@ -1,0 +1,38 @@
+"""`fluxion etl load` as a scheduler sees it: exit status and messages."""
+
+from __future__ import annotations
+
+from backend.cli import EXIT_FILES_REJECTED, main
+from etl.generate import generate_exports
+
+
+def _load(tmp_path, redis_url, key_prefix, *extra):
+    argv = ["etl", "load", str(tmp_path / "in"), "--db", str(tmp_path / "v.duckdb")]
+    return main([*argv, "--redis", redis_url, "--key-prefix", key_prefix, *extra])
+
+
+def test_a_rejected_file_loads_the_rest_but_exits_non_zero(
+    redis_url, tmp_path, key_prefix, capsys
+):
+    generate_exports(tmp_path / "in", stores=2, rows_per_store=50)
+    empty = tmp_path / "in" / "store_09_2026-01-05.csv"
+    empty.write_bytes(b"")
+
+    assert _load(tmp_path, redis_url, key_prefix) == EXIT_FILES_REJECTED
+    err = capsys.readouterr().err
+    assert "100 rows loaded" in err and "1 files rejected" in err
+    assert f"rejected: {empty}" in err and "is empty" in err
+
+    empty.unlink()  # the store sends nothing more: a rerun is clean
+    assert _load(tmp_path, redis_url, key_prefix) == 0
+
+
+def test_a_wrong_format_option_is_refused_before_anything_loads(
+    redis_url, tmp_path, key_prefix, capsys
+):
+    generate_exports(tmp_path / "in", stores=1, rows_per_store=10)
+
+    assert _load(tmp_path, redis_url, key_prefix, "--format", "colour=red") == 2
+    err = capsys.readouterr().err
+    assert "cannot force 'colour'" in err and "Traceback" not in err
+    assert not (tmp_path / "v.duckdb").exists()
