@@ -297,7 +297,15 @@ def _detect_csv(path: Path, facts: FileFacts, forced: dict[str, str]) -> ExportF
     raw_header = facts.header.removeprefix(codecs.BOM_UTF8)
     text = raw_header.decode(encoding, errors="replace")
     delimiter = forced.get("delimiter") or pick_delimiter(path, text)
-    columns, language = check_header(path, header_fields(path, text, delimiter))
+    try:
+        columns, language = check_header(path, header_fields(path, text, delimiter))
+    except FileRejected as exc:
+        if "delimiter" not in forced and "encoding" not in forced:
+            raise
+        # The header may be fine and the forced field wrong: say so.
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(forced.items()))
+        reason = f"{exc.reason} (read with the forced {shown}: drop --format to detect)"
+        raise FileRejected(path, reason, line=exc.line) from exc
 
     with open(path, "rb") as handle:
         handle.seek(facts.header_end)

@@ -36,3 +36,15 @@ def test_a_wrong_format_option_is_refused_before_anything_loads(
     err = capsys.readouterr().err
     assert "cannot force 'colour'" in err and "Traceback" not in err
     assert not (tmp_path / "v.duckdb").exists()
+
+
+def test_a_header_refused_under_a_forced_delimiter_names_the_forcing(tmp_path):
+    import pytest
+
+    from etl.errors import FileRejected
+    from etl.formats import detect_format
+
+    generate_exports(tmp_path, stores=1, rows_per_store=5, formats="es_excel")
+    path = next(tmp_path.rglob("*.csv"))
+    with pytest.raises(FileRejected, match="forced delimiter=','.*drop --format"):
+        detect_format(path, force={"delimiter": ","})
