@@ -22,6 +22,8 @@ from .formats import detect_format, file_sha256, read_export
 from .report import FileReport
 
 _PARSE_AHEAD = 3
+# How long the reader waits for the parser before it reports being idle.
+_IDLE_TICK = 0.1
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -48,6 +50,8 @@ class Known:
 
     chunk_rows: int
     loaded: set[int]
+    #: the file's (store, day) is recorded: it was read to its end once
+    day_recorded: bool = False
 
 
 def parse_ahead(
@@ -57,8 +61,11 @@ def parse_ahead(
     chunk_rows: int,
     force: dict[str, str] | None,
     options: dict[str, Any],
-) -> Iterator[tuple[FileReport, Any]]:
+) -> Iterator[tuple[FileReport | None, Any]]:
     """Yield (report, item) per chunk, then (report, "end") or a rejection.
+
+    While the parser has nothing new for `_IDLE_TICK` seconds, (None,
+    "idle") comes instead, so the caller holding the file can give it up.
 
     An item is (chunk_rows, ParsedChunk, (store, day) of its rows or None).
     Each file's hash goes into its report's `sha256`; a thread of its own
@@ -97,7 +104,14 @@ def parse_ahead(
     thread = threading.Thread(target=produce, name="etl-parse", daemon=True)
     thread.start()
     try:
-        while (item := out.get()) is not None:
+        while True:
+            try:
+                item = out.get(timeout=_IDLE_TICK)
+            except queue.Empty:
+                yield None, "idle"  # the parser is slow: the caller may yield
+                continue
+            if item is None:
+                break
             yield item
         if failed:
             raise failed[0]

@@ -38,6 +38,8 @@ class Outcome:
 
     done: set[str] = field(default_factory=set)
     conflicted: set[str] = field(default_factory=set)
+    #: id() of pieces left out as the same batch as an earlier piece here
+    twins: set[int] = field(default_factory=set)
 
 
 def write_pieces(
@@ -69,11 +71,16 @@ def write_pieces(
         "SELECT batch_id FROM etl_batches WHERE list_contains(?, batch_id)", [ids]
     ).fetchall()
     outcome.done = {r[0] for r in rows}
-    fresh = [
-        p
-        for p in pieces
-        if p.batch_id not in outcome.done and p.report.sha256 not in outcome.conflicted
-    ]
+    fresh: list[Piece] = []
+    taken: set[str] = set()
+    for p in pieces:
+        if p.batch_id in outcome.done or p.report.sha256 in outcome.conflicted:
+            continue
+        if p.batch_id in taken:  # the same file twice, under two names
+            outcome.twins.add(id(p))
+            continue
+        taken.add(p.batch_id)
+        fresh.append(p)
     if fresh:
         # Numbered inside the exclusive transaction: nobody else can take
         # the same numbers, and a rolled-back write leaves no gap behind.

@@ -185,7 +185,10 @@ class Loader:
             options=self.options,
         )
         for report, item in chunks:
-            self._commit(report, item, known)
+            if report is None:  # waiting for the parser
+                self._yield_if_wanted()
+            else:
+                self._commit(report, item, known)
         self._flush()
 
     # -- reading ahead ------------------------------------------------------
@@ -200,9 +203,10 @@ class Loader:
         """
         cur = self._ensure_lease().cursor()
         rows = cur.execute(
-            "SELECT f.file_sha, f.chunk_rows, list(b.chunk_index)"
+            "SELECT f.file_sha, f.chunk_rows, list(b.chunk_index),"
+            " f.ubicacion_id IS NOT NULL"
             " FROM etl_files f LEFT JOIN etl_batches b ON b.file_sha = f.file_sha"
-            " GROUP BY f.file_sha, f.chunk_rows"
+            " GROUP BY f.file_sha, f.chunk_rows, f.ubicacion_id"
         ).fetchall()
         current = cur.execute(
             "SELECT ubicacion_id, fecha, file_sha FROM etl_files"
@@ -210,8 +214,8 @@ class Loader:
         ).fetchall()
         self._store_days = {(int(s), d): sha for s, d, sha in current}
         return {
-            sha: Known(int(size), {int(i) for i in idx if i is not None})
-            for sha, size, idx in rows
+            sha: Known(int(size), {int(i) for i in idx if i is not None}, day)
+            for sha, size, idx, day in rows
         }
 
     # -- writing ------------------------------------------------------------
@@ -223,7 +227,7 @@ class Loader:
             self._reject(report, item)
             return
         if item == "end":
-            self._end_of_file(report)
+            self._end_of_file(report, known)
             return
         if report.status == "rejected":
             return
@@ -234,6 +238,7 @@ class Loader:
         seen = known.get(report.sha256)
         if seen and chunk.index in seen.loaded:
             report.rows_skipped += chunk.rows_read
+            self._yield_if_wanted()  # a rerun that skips must not hog the file
             return
         piece = Piece(report, chunk, size)
         if report.replaces:
@@ -265,19 +270,29 @@ class Loader:
         elif day != report.store_day:
             report.store_day = None  # several days: never replaces anything
 
-    def _end_of_file(self, report: FileReport) -> None:
-        if report.store_day and report.status != "rejected":
-            self._finished.append((report.sha256, report.store_day))
+    def _end_of_file(self, report: FileReport, known: dict[str, Known]) -> None:
+        day = report.store_day if report.status != "rejected" else None
+        seen = known.get(report.sha256)
+        if day and not (seen and seen.day_recorded):
+            # Written with the file's next transaction, or with its own if
+            # it is a re-send (its etl_files row is written there).
+            self._finished.append((report.sha256, day))
+        if day and seen is None:
+            # From now on this file is the store-day's version, even before
+            # it is written: a correction later in this same load replaces it.
+            self._store_days[day] = report.sha256
         held = self._held_back.pop(report.sha256, [])
         if held and report.status != "rejected":
+            mine = [f for f in self._finished if f[0] == report.sha256]
+            self._finished = [f for f in self._finished if f[0] != report.sha256]
             self._flush()  # files commit in the order they were given
-            replace = report.store_day  # None if later chunks had other days
-            self._write(held, replace=replace)
-            if replace:
+            self._finished += mine
+            self._write(held, replace=day)  # None if later chunks had other days
+            if day:
                 log.info(
                     "%s replaced the earlier load of store %s, day %s",
                     report.path,
-                    *replace,
+                    *day,
                 )
             else:
                 report.replaces = ""
@@ -327,6 +342,7 @@ class Loader:
         self._size_next(pieces, time.monotonic() - began)
         self._account(pieces, outcome)
         if self._should_yield():
+            self._report.yields += 1
             self._give_back()
 
     def _size_next(self, pieces: list[Piece], held: float) -> None:
@@ -343,6 +359,14 @@ class Loader:
             largest=max(self.chunk_rows, MAX_TXN_ROWS),
         )
 
+    def _yield_if_wanted(self) -> None:
+        """Someone waits while this turn has nothing to write: let them in."""
+        if self._should_yield():
+            self._flush()
+            if self._lease is not None:
+                self._report.yields += 1
+                self._give_back()
+
     def _should_yield(self) -> bool:
         lease = self._lease
         if lease is None:
@@ -355,7 +379,9 @@ class Loader:
             report, chunk = piece.report, piece.chunk
             if report.sha256 in outcome.conflicted:
                 continue
-            if piece.batch_id in outcome.done:  # another loader got there first
+            if piece.batch_id in outcome.done or id(piece) in outcome.twins:
+                # another loader got there first, or the same bytes came
+                # twice (under two names) in this write
                 report.rows_skipped += chunk.rows_read
             else:
                 report.rows_loaded += chunk.table.num_rows
@@ -372,8 +398,6 @@ class Loader:
         if report.status == "pending":
             wrote = report.rows_loaded + report.rows_rejected
             report.status = "loaded" if wrote else "skipped"
-        if report.store_day and report.status == "loaded":
-            self._store_days[report.store_day] = report.sha256
         if self.on_file_done:
             self.on_file_done(report)
 

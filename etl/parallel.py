@@ -2,8 +2,10 @@
 
 Each worker is a separate process with its own lease manager, exactly as
 separate ETL jobs would be in production; they queue for the file through
-Redis like everyone else. Files of one store stay in one worker, in date
-order, so a store's days load in sequence.
+Redis like everyone else. Files of one store stay in one worker, in the
+order given (a folder's files in name order, so dated folders in date
+order), so a store's days load in sequence and a correction after the
+file it corrects.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ def group_by_store(paths: list[Path], workers: int) -> list[list[Path]]:
     groups: list[list[Path]] = [[] for _ in range(max(1, workers))]
     for files in sorted(stores.values(), key=len, reverse=True):
         min(groups, key=lambda g: sum(p.stat().st_size for p in g)).extend(files)
-    return [sorted(g) for g in groups if g]
+    # Each group keeps the order given: of two files for one store-day, the
+    # later one is the correction that stays.
+    order = {path: i for i, path in enumerate(paths)}
+    return [sorted(g, key=order.__getitem__) for g in groups if g]
 
 
 def load_files(

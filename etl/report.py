@@ -62,6 +62,7 @@ class LoadReport:
     elapsed_s: float = 0.0
     transactions: int = 0
     longest_hold_s: float = 0.0
+    yields: int = 0  # turns given up early because someone waited
 
     def total(self, name: str) -> int:
         return sum(getattr(f, name) for f in self.files)
@@ -74,6 +75,7 @@ class LoadReport:
         self.degraded_turns += other.degraded_turns
         self.leases_lost += other.leases_lost
         self.transactions += other.transactions
+        self.yields += other.yields
         self.longest_hold_s = max(self.longest_hold_s, other.longest_hold_s)
         self.interrupted = self.interrupted or other.interrupted
 
@@ -105,6 +107,7 @@ class LoadReport:
             "lock_errors": self.lock_errors,
             "lock_wait_s": round(self.lock_wait_s, 3),
             "write_turns": self.turns,
+            "turns_yielded": self.yields,
             "degraded_turns": self.degraded_turns,
             "leases_lost": self.leases_lost,
             "write_transactions": self.transactions,

@@ -91,3 +91,41 @@ def test_an_error_in_the_parsing_thread_stops_the_load_loudly(
             loader.load(expand_paths([tmp_path / "in"]))
     finally:
         mgr.close()
+
+
+@pytest.mark.slow
+def test_a_rerun_that_only_skips_still_lets_a_waiting_reader_in(
+    redis_url, tmp_path, key_prefix
+):
+    """Skipping loaded chunks writes nothing, but must not keep the file."""
+    import threading
+
+    generate_exports(tmp_path / "in", stores=4, rows_per_store=50_000)
+    files = expand_paths([tmp_path / "in"])
+    db = tmp_path / "ventas.duckdb"
+    config = LeaseConfig(key_prefix=key_prefix)
+    mgr = DuckDBWriteLockManager(redis_url, db, config=config, name="etl")
+    first = Loader(mgr, chunk_rows=1_000).load(files)
+    assert first.as_dict()["rows_loaded"] == 200_000
+
+    stop = threading.Event()
+    reads: list[float] = []
+
+    def reader() -> None:
+        other = DuckDBWriteLockManager(redis_url, db, config=config, name="reader")
+        while not stop.is_set():
+            with other.read(wait_for=30) as lease:
+                reads.append(lease.wait_s)
+        other.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        rerun = Loader(mgr, chunk_rows=1_000, min_turn=0.0).load(files)
+    finally:
+        stop.set()
+        thread.join()
+        mgr.close()
+
+    assert rerun.as_dict()["rows_skipped"] == 200_000
+    assert rerun.yields >= 1, "the skipping rerun never gave the file to the reader"
