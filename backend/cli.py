@@ -102,8 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(load)
     load.add_argument("paths", nargs="+")
-    load.add_argument("--workers", type=int, default=1)
-    load.add_argument("--chunk-rows", type=int, default=None)
+    load.add_argument(
+        "--workers", type=_positive(int), default=1, help="loader processes (1)"
+    )
+    load.add_argument(
+        "--chunk-rows",
+        type=_positive(int),
+        default=None,
+        help="rows per chunk (batch) of a file loaded for the first time"
+        " (122880, one DuckDB row group)",
+    )
     load.add_argument(
         "--format",
         action="append",
@@ -114,14 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--wait",
-        type=float,
+        type=_positive(float),
         default=600.0,
         help="seconds one write turn may be waited for before the load stops"
         " with a report (default 600); rerun to resume",
     )
     load.add_argument(
         "--target-hold",
-        type=float,
+        type=_positive(float),
         default=DEFAULT_TARGET_HOLD,
         help="seconds each write transaction should hold the file, which is"
         " about how long a backend request waits for the ETL (default"
@@ -130,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--lease-ttl",
-        type=float,
+        type=_positive(float),
         default=10.0,
         help="seconds a lease lives without renewal; a crashed loader frees"
         " the file this long after its last renewal (default 10)",
@@ -172,8 +180,14 @@ def main(
 
 
 def _explain(exc: BaseException) -> str:
+    import duckdb
     import redis
 
+    if isinstance(exc, duckdb.IOException):
+        return (
+            f"{str(exc).removeprefix('IO Error: ')}; check --db / FLUXION_DB"
+            " (a DuckDB file, in a folder that exists) and the disk"
+        )
     if isinstance(exc, redis.RedisError):
         return (
             f"cannot reach Redis ({exc}); start it, or point --redis /"
@@ -183,11 +197,18 @@ def _explain(exc: BaseException) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    import duckdb
     import redis
 
     from lockmanager import LockManagerError
 
-    return (FileNotFoundError, ValueError, LockManagerError, redis.RedisError)
+    return (
+        FileNotFoundError,
+        ValueError,
+        LockManagerError,
+        redis.RedisError,
+        duckdb.IOException,
+    )
 
 
 def _emit(report: dict[str, Any], as_json: bool) -> None:
@@ -299,6 +320,22 @@ def cmd_etl_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 1
     # Loaded what could be loaded, but a scheduler must notice the rest.
     return EXIT_FILES_REJECTED if summary["files_rejected"] else 0
+
+
+def _positive(kind: type) -> Any:
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above zero, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _parse_force(items: list[str]) -> dict[str, str] | None:

@@ -6,6 +6,7 @@ while they are parsed.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,8 +38,11 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
                 for p in path.rglob("*")
                 if p.is_file() and p.suffix.lower() in (".csv", ".parquet", ".txt")
             )
-        elif path.exists():
+        elif path.is_file():
             found.append(path)
+        elif path.exists():
+            # A pipe or a device would block the load, lease held, forever.
+            raise FileNotFoundError(f"{path}: not a regular file; give export files")
         else:
             raise FileNotFoundError(f"{path}: no such file or folder to load")
     return found
@@ -88,11 +92,13 @@ def parse_ahead(
                         for pending in hashes:
                             pending.cancel()
                         return
-                    unreadable = hashed.result()
+                    unreadable, hashed_as = hashed.result()
                     if unreadable is not None:
                         out.put((report, unreadable))
                         continue
-                    _parse_file(report, known, chunk_rows, force, options, out)
+                    _parse_file(
+                        report, hashed_as, known, chunk_rows, force, options, out
+                    )
         except BaseException as exc:  # noqa: BLE001 - raised again by the reader
             # Not a bad file (those arrive as FileRejected items) but a bug
             # or a broken machine: the load must stop with it, not end
@@ -125,18 +131,33 @@ def parse_ahead(
         thread.join()
 
 
-def _hash(report: FileReport) -> FileRejected | None:
-    """Set the report's `sha256` (kept if already set), or say why not."""
-    if not report.sha256:
-        try:
+def _hash(report: FileReport) -> tuple[FileRejected | None, tuple[int, int]]:
+    """Set the report's `sha256` (kept if already set), or say why not.
+
+    Returns the error, if any, and the file's (size, mtime) as hashed, so
+    the parser can tell whether the file changed since.
+    """
+    try:
+        before = _signature(report.path)
+        if not report.sha256:
             report.sha256 = file_sha256(report.path)
-        except FileRejected as exc:
-            return exc
-    return None
+        return None, before
+    except FileRejected as exc:
+        return exc, (0, 0)
+
+
+def _signature(path: str) -> tuple[int, int]:
+    try:
+        facts = os.stat(path)
+    except OSError as exc:
+        reason = f"cannot be read ({exc.strerror}): check the file and retry"
+        raise FileRejected(path, reason) from exc
+    return facts.st_size, facts.st_mtime_ns
 
 
 def _parse_file(
     report: FileReport,
+    hashed_as: tuple[int, int],
     known: Mapping[str, Known],
     chunk_rows: int,
     force: dict[str, str] | None,
@@ -144,6 +165,13 @@ def _parse_file(
     out: queue.Queue[tuple[FileReport, Any] | None],
 ) -> None:
     try:
+        if _signature(report.path) != hashed_as:
+            # Rewritten since it was hashed: hash what is there now, so the
+            # rows are never recorded under another content's identity.
+            report.sha256 = ""
+            error, hashed_as = _hash(report)
+            if error is not None:
+                raise error
         seen = known.get(report.sha256)
         size = seen.chunk_rows if seen else chunk_rows
         fmt = detect_format(report.path, force=force)
@@ -151,6 +179,13 @@ def _parse_file(
         last = None
         for last in read_export(report.path, fmt=fmt, chunk_rows=size, **options):
             out.put((report, (size, last, store_day_of(last.table))))
+        if _signature(report.path) != hashed_as:
+            raise FileRejected(
+                report.path,
+                "the file changed while it was being loaded; rerun once the"
+                " store has finished writing it (what loaded of this version"
+                " is replaced by the complete one)",
+            )
         if last is not None and _cut_short(report.path, last):
             raise FileRejected(
                 report.path,

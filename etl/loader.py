@@ -72,6 +72,9 @@ _FIRST_TXN_CHUNKS = 4
 # memory, so this bounds the loader's memory; eight row groups is also about
 # where DuckDB's insert stops getting faster per row.
 MAX_TXN_ROWS = 8 * DEFAULT_CHUNK_ROWS
+# And at most this many bytes of parsed rows: wide rows (long descriptions)
+# make a shorter transaction, not a bigger process.
+MAX_TXN_BYTES = 128 * 1024 * 1024
 _WRITE_ATTEMPTS = 3
 
 
@@ -247,7 +250,10 @@ class Loader:
             self._held_back.setdefault(report.sha256, []).append(piece)
             return
         self._group.append(piece)
-        full = sum(p.chunk.rows_read for p in self._group) >= self.txn_rows
+        full = (
+            sum(p.chunk.rows_read for p in self._group) >= self.txn_rows
+            or sum(p.chunk.table.nbytes for p in self._group) >= MAX_TXN_BYTES
+        )
         if full or self._should_yield():
             # Someone waits while this turn only gathers small files: write
             # what is gathered and let them in, rather than hold the file
@@ -420,6 +426,11 @@ class Loader:
         self._group = [p for p in self._group if p.report is not report]
         self._held_back.pop(report.sha256, None)
         report.rows_read -= sum(p.chunk.rows_read for p in dropped)
+        if report.rows_loaded and report.store_day:
+            # Part of it is in the file already: record its store-day, so
+            # the complete file, sent again, replaces that part.
+            self._finished.append((report.sha256, report.store_day))
+            self._store_days[report.store_day] = report.sha256
         report.status = "rejected"
         report.reason = str(exc)
         if report.rows_loaded:

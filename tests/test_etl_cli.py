@@ -48,3 +48,25 @@ def test_a_header_refused_under_a_forced_delimiter_names_the_forcing(tmp_path):
     path = next(tmp_path.rglob("*.csv"))
     with pytest.raises(FileRejected, match="forced delimiter=','.*drop --format"):
         detect_format(path, force={"delimiter": ","})
+
+
+def test_setup_mistakes_get_one_line_each(redis_url, tmp_path, key_prefix, capsys):
+    import os
+
+    import pytest
+
+    generate_exports(tmp_path / "in", stores=1, rows_per_store=10)
+    not_db = tmp_path / "notes.duckdb"
+    not_db.write_text("not a database")
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    base = ["etl", "load", "--redis", redis_url, "--key-prefix", key_prefix]
+
+    assert main([*base, str(tmp_path / "in"), "--db", str(not_db)]) == 2
+    assert "not a valid DuckDB database file" in capsys.readouterr().err
+    assert main([*base, str(pipe), "--db", str(tmp_path / "v.duckdb")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*base, str(tmp_path / "in"), "--chunk-rows", "0"])
+    assert exit_.value.code == 2
+    assert "must be above zero" in capsys.readouterr().err

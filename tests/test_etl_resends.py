@@ -129,3 +129,59 @@ def test_the_same_bytes_under_two_names_load_once(
         con.close()
     assert per_store[2] == report["per_file"][0]["rows_loaded"]
     assert set(per_store) == {2, 3}
+
+
+def test_a_file_rewritten_after_hashing_is_recorded_under_its_new_content(
+    tmp_path,
+):
+    """Hashed, then replaced before its turn to be parsed: hashed again."""
+    import queue
+
+    from etl import _reading
+    from etl.formats import file_sha256
+    from etl.generate import generate_exports
+    from etl.report import FileReport
+
+    path = generate_exports(tmp_path, stores=1, rows_per_store=30)[0]
+    report = FileReport(path=str(path))
+    error, hashed_as = _reading._hash(report)
+    assert error is None
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:11]))  # the store rewrote it: 10 rows
+
+    out: queue.Queue = queue.Queue()
+    _reading._parse_file(report, hashed_as, {}, 1_000, None, {}, out)
+
+    assert report.sha256 == file_sha256(path)
+    items = [out.get() for _ in range(out.qsize())]
+    assert items[-1] == (report, "end")
+    assert sum(item[1][1].rows_read for item in items[:-1]) == 10
+
+
+def test_the_complete_file_replaces_the_part_loaded_of_a_cut_one(
+    shared_data, redis_url, tmp_path, key_prefix
+):
+    """Cut short mid-row, refused after some chunks committed; then whole."""
+    source = shared_data / "exports" / "2010-12-01" / NAME
+    cut = tmp_path / "cut" / NAME
+    cut.parent.mkdir()
+    cut.write_bytes(source.read_bytes()[:-25])  # ends inside the last row
+    db = tmp_path / "ventas.duckdb"
+    config = LeaseConfig(key_prefix=key_prefix)
+
+    from etl.loader import Loader
+    from lockmanager import DuckDBWriteLockManager
+
+    mgr = DuckDBWriteLockManager(redis_url, db, config=config, name="etl")
+    try:
+        # Chunks of 5 rows, each committed alone: the refusal comes late.
+        Loader(mgr, chunk_rows=5, target_hold=1e-9).load([cut])
+        partial = _rows_and_quantity(db)
+        Loader(mgr).load([source])
+    finally:
+        mgr.close()
+
+    reference = tmp_path / "reference.duckdb"
+    _load([source], redis_url, reference, key_prefix + "r")
+    assert 0 < partial[0] < _rows_and_quantity(reference)[0]
+    assert _rows_and_quantity(db) == _rows_and_quantity(reference)

@@ -129,3 +129,25 @@ def test_a_rerun_that_only_skips_still_lets_a_waiting_reader_in(
 
     assert rerun.as_dict()["rows_skipped"] == 200_000
     assert rerun.yields >= 1, "the skipping rerun never gave the file to the reader"
+
+
+@pytest.mark.slow
+def test_a_transaction_also_stops_at_its_byte_budget(
+    redis_url, tmp_path, key_prefix, monkeypatch
+):
+    """Wide rows make shorter transactions: here every chunk is over budget."""
+    from etl import loader as loader_module
+
+    monkeypatch.setattr(loader_module, "MAX_TXN_BYTES", 1)
+    generate_exports(tmp_path / "in", stores=2, rows_per_store=3_000)
+    mgr = DuckDBWriteLockManager(
+        redis_url, tmp_path / "v.duckdb", config=LeaseConfig(key_prefix=key_prefix)
+    )
+    try:
+        report = Loader(mgr, chunk_rows=1_000, target_hold=60.0).load(
+            expand_paths([tmp_path / "in"])
+        )
+    finally:
+        mgr.close()
+    # One per chunk, and a last one recording the last file's store-day.
+    assert report.as_dict()["write_transactions"] == 7
