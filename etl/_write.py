@@ -26,6 +26,11 @@ class Piece:
     report: FileReport
     chunk: ParsedChunk
     chunk_rows: int
+    #: bytes of its parsed rows (Arrow's count walks every column: kept)
+    nbytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nbytes", self.chunk.table.nbytes)
 
     @property
     def batch_id(self) -> str:

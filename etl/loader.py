@@ -252,7 +252,7 @@ class Loader:
         self._group.append(piece)
         full = (
             sum(p.chunk.rows_read for p in self._group) >= self.txn_rows
-            or sum(p.chunk.table.nbytes for p in self._group) >= MAX_TXN_BYTES
+            or sum(p.nbytes for p in self._group) >= MAX_TXN_BYTES
         )
         if full or self._should_yield():
             # Someone waits while this turn only gathers small files: write
