@@ -172,6 +172,14 @@ def main(
     command = args.command if args.command != "etl" else "etl_load"
     try:
         return int(_COMMANDS[command](args, environ) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C: every committed transaction stays, the open one rolls back.
+        print(
+            f"fluxion {args.command}: interrupted; what committed stays, rerun"
+            " to resume",
+            file=sys.stderr,
+        )
+        return 130
     except _USER_ERRORS as exc:
         # Expected trouble (a wrong path, a missing setting, Redis down):
         # one line that says what and how to fix it, not a traceback.

@@ -56,6 +56,8 @@ class Known:
     loaded: set[int]
     #: the file's (store, day) is recorded: it was read to its end once
     day_recorded: bool = False
+    #: a correction replaced it: nothing more of it loads
+    replaced: bool = False
 
 
 def parse_ahead(

@@ -43,6 +43,10 @@ class Outcome:
 
     done: set[str] = field(default_factory=set)
     conflicted: set[str] = field(default_factory=set)
+    #: files already replaced by a correction: nothing more of them loads
+    superseded: set[str] = field(default_factory=set)
+    #: new file -> the earlier versions of its store-day it replaced
+    retired: dict[str, list[str]] = field(default_factory=dict)
     #: id() of pieces left out as the same batch as an earlier piece here
     twins: set[int] = field(default_factory=set)
 
@@ -53,7 +57,7 @@ def write_pieces(
     *,
     fence: int,
     replace: tuple[int, Any] | None = None,
-    store_days: Sequence[tuple[str, tuple[int, Any]]] = (),
+    store_days: Sequence[tuple[str, tuple[int, Any] | None]] = (),
 ) -> Outcome:
     """Insert the pieces not yet loaded, inside the caller's fenced transaction.
 
@@ -62,15 +66,20 @@ def write_pieces(
     started with a different chunk size (its chunks would not line up; the
     caller loads that file again with the recorded size). With `replace`,
     every other live file of that (store, day) is retired in the same
-    transaction. `store_days` records the (store, day) of finished files.
+    transaction, as they are for any file written for the first time with a
+    (store, day) known. `store_days` records the (store, day), or None for
+    several days, of finished files. Pieces of a file that a correction
+    already replaced are left out too.
     """
     outcome = Outcome()
     sizes = {p.report.sha256: p.chunk_rows for p in pieces}
     recorded = cur.execute(
-        "SELECT file_sha, chunk_rows FROM etl_files WHERE list_contains(?, file_sha)",
+        "SELECT file_sha, chunk_rows, replaced_by IS NOT NULL FROM etl_files"
+        " WHERE list_contains(?, file_sha)",
         [list(sizes)],
     ).fetchall()
-    outcome.conflicted = {sha for sha, size in recorded if size != sizes[sha]}
+    outcome.conflicted = {sha for sha, size, _ in recorded if size != sizes[sha]}
+    outcome.superseded = {sha for sha, _, replaced in recorded if replaced}
     ids = [p.batch_id for p in pieces]
     rows = cur.execute(
         "SELECT batch_id FROM etl_batches WHERE list_contains(?, batch_id)", [ids]
@@ -79,7 +88,10 @@ def write_pieces(
     fresh: list[Piece] = []
     taken: set[str] = set()
     for p in pieces:
-        if p.batch_id in outcome.done or p.report.sha256 in outcome.conflicted:
+        sha = p.report.sha256
+        if p.batch_id in outcome.done or sha in outcome.conflicted:
+            continue
+        if sha in outcome.superseded:  # a correction replaced it meanwhile
             continue
         if p.batch_id in taken:  # the same file twice, under two names
             outcome.twins.add(id(p))
@@ -96,7 +108,9 @@ def write_pieces(
         lotes = list(range(first, first + len(fresh)))
         _insert(cur, "etl_files", _files_table(fresh), "ON CONFLICT DO NOTHING")
         if replace is not None:
-            _retire_store_day(cur, replace, fresh[0].report.sha256)
+            outcome.retired[fresh[0].report.sha256] = _retire_store_day(
+                cur, replace, fresh[0].report.sha256
+            )
         _insert(cur, "ventas_raw", _rows_table(fresh, lotes))
         bad = _quarantine_table(fresh)
         if bad.num_rows:
@@ -106,8 +120,8 @@ def write_pieces(
         days = pa.table(
             {
                 "sha": pa.array([sha for sha, _ in store_days], pa.string()),
-                "store": pa.array([d[0] for _, d in store_days], pa.int32()),
-                "day": pa.array([d[1] for _, d in store_days], pa.date32()),
+                "store": pa.array([d and d[0] for _, d in store_days], pa.int32()),
+                "day": pa.array([d and d[1] for _, d in store_days], pa.date32()),
             }
         )
         cur.register("finished_files", days)
@@ -116,8 +130,22 @@ def write_pieces(
                 "UPDATE etl_files SET ubicacion_id = d.store, fecha = d.day"
                 " FROM finished_files d WHERE etl_files.file_sha = d.sha"
             )
+            live = cur.execute(
+                "SELECT d.sha FROM finished_files d JOIN etl_files f"
+                " ON f.file_sha = d.sha WHERE f.replaced_by IS NULL"
+                " AND d.day IS NOT NULL"
+            ).fetchall()
         finally:
             cur.unregister("finished_files")
+        # A finished store-day file is that day's version: any other live
+        # one goes, read here inside the transaction. That catches a
+        # correction the loader did not know of when it began (another
+        # loader committed it since): the last to finish stays.
+        ended = dict(store_days)
+        for (sha,) in live:
+            old = _retire_store_day(cur, ended[sha], sha)
+            if old:
+                outcome.retired.setdefault(sha, []).extend(old)
     return outcome
 
 
@@ -131,11 +159,16 @@ def _insert(cur: Any, table: str, data: pa.Table, conflict: str = "") -> None:
 
 
 def _files_table(pieces: list[Piece]) -> pa.Table:
-    # (store, day) is recorded once the whole file is read (`store_days`).
+    # The (store, day) of the rows read so far: a correction arriving while
+    # the file is half loaded sees it. Settled once the whole file is read
+    # (`store_days`).
     first = list({p.report.sha256: p for p in reversed(pieces)}.values())
+    day = [p.report.store_day for p in first]
     return pa.table(
         {
             "file_sha": [p.report.sha256 for p in first],
+            "ubicacion_id": pa.array([d and d[0] for d in day], pa.int32()),
+            "fecha": pa.array([d and d[1] for d in day], pa.date32()),
             "path": [p.report.path for p in first],
             "formato": [p.report.format for p in first],
             "chunk_rows": pa.array([p.chunk_rows for p in first], pa.int32()),
@@ -188,7 +221,7 @@ def _batches_table(pieces: list[Piece], fence: int, lotes: list[int]) -> pa.Tabl
     )
 
 
-def _retire_store_day(cur: Any, store_day: tuple[int, Any], new_sha: str) -> None:
+def _retire_store_day(cur: Any, store_day: tuple[int, Any], new_sha: str) -> list[str]:
     """Remove the rows, good and quarantined, of every earlier live version
     of a (store, day).
 
@@ -222,3 +255,4 @@ def _retire_store_day(cur: Any, store_day: tuple[int, Any], new_sha: str) -> Non
             "UPDATE etl_files SET replaced_by = ? WHERE list_contains(?, file_sha)",
             [new_sha, old],
         )
+    return old

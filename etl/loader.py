@@ -207,19 +207,26 @@ class Loader:
         cur = self._ensure_lease().cursor()
         rows = cur.execute(
             "SELECT f.file_sha, f.chunk_rows, list(b.chunk_index),"
-            " f.ubicacion_id IS NOT NULL"
+            " f.ubicacion_id IS NOT NULL, f.replaced_by IS NOT NULL"
             " FROM etl_files f LEFT JOIN etl_batches b ON b.file_sha = f.file_sha"
-            " GROUP BY f.file_sha, f.chunk_rows, f.ubicacion_id"
+            " GROUP BY ALL"
         ).fetchall()
+        return {
+            sha: Known(int(size), {int(i) for i in idx if i is not None}, day, gone)
+            for sha, size, idx, day, gone in rows
+        }
+
+    def _read_store_days(self, cur: Any) -> None:
+        """The live version of every (store, day), as the file holds it now.
+
+        Read again at every turn: another loader may have committed a
+        correction while this one waited.
+        """
         current = cur.execute(
             "SELECT ubicacion_id, fecha, file_sha FROM etl_files"
             " WHERE replaced_by IS NULL AND ubicacion_id IS NOT NULL"
         ).fetchall()
         self._store_days = {(int(s), d): sha for s, d, sha in current}
-        return {
-            sha: Known(int(size), {int(i) for i in idx if i is not None}, day)
-            for sha, size, idx, day in rows
-        }
 
     # -- writing ------------------------------------------------------------
 
@@ -237,9 +244,10 @@ class Loader:
         size, chunk, day = item
         report.rows_read += chunk.rows_read
         report.chunks += 1
-        self._note_store_day(report, chunk.index, day, known)
+        if chunk.table.num_rows:  # a chunk of only bad rows tells no day
+            self._note_store_day(report, day, known)
         seen = known.get(report.sha256)
-        if seen and chunk.index in seen.loaded:
+        if seen and (seen.replaced or chunk.index in seen.loaded):
             report.rows_skipped += chunk.rows_read
             self._yield_if_wanted()  # a rerun that skips must not hog the file
             return
@@ -263,12 +271,12 @@ class Loader:
     def _note_store_day(
         self,
         report: FileReport,
-        index: int,
         day: tuple[int, Any] | None,
         known: dict[str, Known],
     ) -> None:
         """Track the file's (store, day): one for the whole file, or none."""
-        if index == 0:
+        if not report.day_seen:
+            report.day_seen = True
             report.store_day = day
             earlier = self._store_days.get(day) if day else None
             if earlier and earlier != report.sha256 and report.sha256 not in known:
@@ -279,14 +287,19 @@ class Loader:
     def _end_of_file(self, report: FileReport, known: dict[str, Known]) -> None:
         day = report.store_day if report.status != "rejected" else None
         seen = known.get(report.sha256)
-        if day and not (seen and seen.day_recorded):
+        if seen and seen.replaced:
+            pass  # an old version, read again: it stays replaced
+        elif not (seen and seen.day_recorded) or report.rows_skipped < report.rows_read:
             # Written with the file's next transaction, or with its own if
-            # it is a re-send (its etl_files row is written there).
+            # it is a re-send (its etl_files row is written there); None
+            # clears a day recorded from the first rows of a file that
+            # turned out to hold several.
             self._finished.append((report.sha256, day))
-        if day and seen is None:
-            # From now on this file is the store-day's version, even before
-            # it is written: a correction later in this same load replaces it.
-            self._store_days[day] = report.sha256
+            if day:
+                # From now on this file is the store-day's version, even
+                # before it is written: a correction later in this same
+                # load replaces it.
+                self._store_days[day] = report.sha256
         held = self._held_back.pop(report.sha256, [])
         if held and report.status != "rejected":
             mine = [f for f in self._finished if f[0] == report.sha256]
@@ -385,6 +398,9 @@ class Loader:
             report, chunk = piece.report, piece.chunk
             if report.sha256 in outcome.conflicted:
                 continue
+            if report.sha256 in outcome.superseded:
+                report.rows_skipped += chunk.rows_read
+                continue
             if piece.batch_id in outcome.done or id(piece) in outcome.twins:
                 # another loader got there first, or the same bytes came
                 # twice (under two names) in this write
@@ -393,6 +409,10 @@ class Loader:
                 report.rows_loaded += chunk.table.num_rows
                 report.rows_rejected += len(chunk.rejected)
                 report.note_quarantined(chunk.rejected)
+        for piece in pieces:
+            old = outcome.retired.get(piece.report.sha256)
+            if old and not piece.report.replaces:
+                piece.report.replaces = old[0]
         for sha in outcome.conflicted:
             self._redo.add(sha)
             self._group = [p for p in self._group if p.report.sha256 != sha]
@@ -424,7 +444,7 @@ class Loader:
         # Chunks of this file not yet written are dropped: refused whole.
         dropped = [p for p in self._group if p.report is report]
         self._group = [p for p in self._group if p.report is not report]
-        self._held_back.pop(report.sha256, None)
+        dropped += self._held_back.pop(report.sha256, [])
         report.rows_read -= sum(p.chunk.rows_read for p in dropped)
         if report.rows_loaded and report.store_day:
             # Part of it is in the file already: record its store-day, so
@@ -467,6 +487,7 @@ class Loader:
                 cur.execute("SET memory_limit = ?", [self.memory_limit])
             with self._lease.transaction() as cur:
                 ensure_sales_schema(cur)
+                self._read_store_days(cur)
         return self._lease
 
     def _give_back(self) -> None:

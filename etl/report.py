@@ -25,6 +25,7 @@ class FileReport:
     chunks: int = 0
     store_day: tuple[int, Any] | None = None
     replaces: str = ""
+    day_seen: bool = False  # a chunk with good rows has set store_day
     # The first few quarantined rows, "line N: reason", for the summary.
     quarantine_sample: list[str] = field(default_factory=list)
 
@@ -41,6 +42,7 @@ class FileReport:
         self.rows_read = self.rows_loaded = self.rows_rejected = 0
         self.rows_skipped = self.chunks = 0
         self.status, self.store_day, self.replaces = "pending", None, ""
+        self.day_seen = False
 
     @property
     def reconciled(self) -> bool:

@@ -185,3 +185,97 @@ def test_the_complete_file_replaces_the_part_loaded_of_a_cut_one(
     _load([source], redis_url, reference, key_prefix + "r")
     assert 0 < partial[0] < _rows_and_quantity(reference)[0]
     assert _rows_and_quantity(db) == _rows_and_quantity(reference)
+
+
+class _Crash(Exception):
+    """Stands for a SIGKILL between two transactions of a load."""
+
+
+def _load_and_crash(redis_url, db, prefix, paths, after, monkeypatch):
+    """Load with tiny transactions; crash after `after` of them committed."""
+    from etl import loader as loader_module
+    from etl.loader import Loader
+    from lockmanager import DuckDBWriteLockManager
+
+    real = loader_module.write_pieces
+    calls = []
+
+    def counted(*args, **kwargs):
+        if len(calls) == after:
+            raise _Crash
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loader_module, "write_pieces", counted)
+    mgr = DuckDBWriteLockManager(redis_url, db, config=LeaseConfig(key_prefix=prefix))
+    try:
+        with pytest.raises(_Crash):
+            Loader(mgr, chunk_rows=5, target_hold=1e-9).load(paths)
+    finally:
+        mgr.close()
+        monkeypatch.setattr(loader_module, "write_pieces", real)
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_a_correction_replaces_an_original_whose_load_was_cut_off(
+    versions, redis_url, tmp_path, key_prefix, monkeypatch, together
+):
+    """Half of a loaded when the load died; b arrives; nothing of a stays."""
+    db = tmp_path / "ventas.duckdb"
+    _load_and_crash(redis_url, db, key_prefix, [versions["a"]], 1, monkeypatch)
+    assert 0 < _rows_and_quantity(db)[0] < 29
+    if together:
+        _load([versions["a"], versions["b"]], redis_url, db, key_prefix)
+    else:
+        _load([versions["b"]], redis_url, db, key_prefix)
+        _load([versions["a"]], redis_url, db, key_prefix)  # the old one, resumed
+
+    reference = tmp_path / "reference.duckdb"
+    _load([versions["b"]], redis_url, reference, key_prefix + "r")
+    assert _rows_and_quantity(db) == _rows_and_quantity(reference)
+
+
+def test_a_correction_whose_last_chunk_holds_only_bad_rows_still_replaces(
+    shared_data, redis_url, tmp_path, key_prefix
+):
+    source = shared_data / "exports" / "2010-12-01" / NAME
+    header, *lines = source.read_text().splitlines(keepends=True)
+    first = tmp_path / "a" / NAME
+    first.parent.mkdir()
+    first.write_text(header + "".join(lines[:25]))
+    bad = lines[25].split(",")
+    bad[4] = "x"
+    second = tmp_path / "b" / NAME
+    second.parent.mkdir()
+    second.write_text(header + "".join(lines[:25]) + ",".join(bad))
+    db = tmp_path / "ventas.duckdb"
+    config = LeaseConfig(key_prefix=key_prefix)
+
+    from etl.loader import Loader
+    from lockmanager import DuckDBWriteLockManager
+
+    mgr = DuckDBWriteLockManager(redis_url, db, config=config)
+    try:  # chunks of 5 rows: the bad row is alone in the last one
+        Loader(mgr, chunk_rows=5).load([first])
+        report = Loader(mgr, chunk_rows=5).load([second]).as_dict()
+    finally:
+        mgr.close()
+
+    assert report["rows_rejected"] == 1 and report["files_replaced"]
+    assert _rows_and_quantity(db)[0] == 25
+
+
+def test_a_refused_correction_leaves_the_old_version_and_reconciles(
+    versions, redis_url, tmp_path, key_prefix
+):
+    cut = tmp_path / "cut" / NAME
+    cut.parent.mkdir()
+    cut.write_bytes(versions["b"].read_bytes()[:-25])
+    db = tmp_path / "ventas.duckdb"
+    _load([versions["a"]], redis_url, db, key_prefix)
+    before = _rows_and_quantity(db)
+
+    report = _load([cut], redis_url, db, key_prefix)
+
+    assert report["reconciled"] and len(report["files_rejected"]) == 1
+    assert _rows_and_quantity(db) == before
