@@ -174,8 +174,8 @@ def test_the_complete_file_replaces_the_part_loaded_of_a_cut_one(
 
     mgr = DuckDBWriteLockManager(redis_url, db, config=config, name="etl")
     try:
-        # Chunks of 5 rows, each committed alone: the refusal comes late.
-        Loader(mgr, chunk_rows=5, target_hold=1e-9).load([cut])
+        # Chunks of 2 rows, soon committed one by one: the refusal comes late.
+        Loader(mgr, chunk_rows=2, target_hold=1e-9).load([cut])
         partial = _rows_and_quantity(db)
         Loader(mgr).load([source])
     finally:
@@ -210,7 +210,7 @@ def _load_and_crash(redis_url, db, prefix, paths, after, monkeypatch):
     mgr = DuckDBWriteLockManager(redis_url, db, config=LeaseConfig(key_prefix=prefix))
     try:
         with pytest.raises(_Crash):
-            Loader(mgr, chunk_rows=5, target_hold=1e-9).load(paths)
+            Loader(mgr, chunk_rows=2, target_hold=1e-9).load(paths)
     finally:
         mgr.close()
         monkeypatch.setattr(loader_module, "write_pieces", real)

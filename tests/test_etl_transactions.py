@@ -37,12 +37,13 @@ def test_next_size_stays_within_its_bounds(current, rows, held, want):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("target", "fewest", "most"), [(1e-9, 17, 18), (60.0, 2, 3)])
+@pytest.mark.parametrize(("target", "fewest", "most"), [(1e-9, 10, 11), (60.0, 2, 3)])
 def test_the_target_hold_decides_how_many_transactions_a_load_takes(
     redis_url, tmp_path, key_prefix, target, fewest, most
 ):
-    """The first transaction takes four chunks; after it, a tiny target
-    commits every chunk alone and a generous one gathers all the rest."""
+    """The first transaction takes eight chunks. After it a tiny target
+    halves the size each time down to one chunk (8, 4, 2, 1, 1...), and a
+    generous one gathers all the rest."""
     generate_exports(tmp_path / "in", stores=4, rows_per_store=5_000)
     files = expand_paths([tmp_path / "in"])
     db = tmp_path / "ventas.duckdb"
