@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from etl.loader import expand_paths
-from etl.parallel import load_files
 from lockmanager import LeaseConfig
+from tests.etl_support import load_report as _load
+from tests.etl_support import read_one
 
 pytestmark = pytest.mark.shared_data
 
@@ -34,24 +34,13 @@ def _version(shared_data: Path, folder: Path, quantity: int | None) -> Path:
     return target
 
 
-def _load(paths, redis_url, db, prefix):
-    return load_files(
-        expand_paths(paths),
-        redis_url=redis_url,
-        db_path=str(db),
-        config=LeaseConfig(key_prefix=prefix),
-    ).as_dict()
-
-
 def _rows_and_quantity(db: Path) -> tuple[int, int]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(
-            "SELECT count(*), sum(cantidad) FROM ventas_raw"
-            " WHERE ubicacion_id = 2 AND fecha = DATE '2010-12-01'"
-        ).fetchone()
-    finally:
-        con.close()
+    rows, quantity = read_one(
+        db,
+        "SELECT count(*), sum(cantidad) FROM ventas_raw"
+        " WHERE ubicacion_id = 2 AND fecha = DATE '2010-12-01'",
+    )
+    return rows, quantity
 
 
 @pytest.fixture
