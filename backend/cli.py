@@ -172,19 +172,33 @@ def main(
     command = args.command if args.command != "etl" else "etl_load"
     try:
         return int(_COMMANDS[command](args, environ) or 0)
-    except KeyboardInterrupt:
-        # Ctrl-C: every committed transaction stays, the open one rolls back.
-        print(
-            f"fluxion {args.command}: interrupted; what committed stays, rerun"
-            " to resume",
-            file=sys.stderr,
-        )
-        return 130
+    except RuntimeError as exc:
+        if str(exc) != "Query interrupted":  # DuckDB's word for Ctrl-C in a scan
+            raise
+        return _interrupted_exit(args)
+    except _INTERRUPTED:
+        return _interrupted_exit(args)
     except _USER_ERRORS as exc:
         # Expected trouble (a wrong path, a missing setting, Redis down):
         # one line that says what and how to fix it, not a traceback.
         print(f"fluxion {args.command}: {_explain(exc)}", file=sys.stderr)
         return 2
+
+
+def _interrupted_exit(args: argparse.Namespace) -> int:
+    # Ctrl-C: every committed transaction stays, the open one rolls back.
+    print(
+        f"fluxion {args.command}: interrupted; what committed stays, rerun to resume",
+        file=sys.stderr,
+    )
+    return 130
+
+
+def _interrupted() -> tuple[type[BaseException], ...]:
+    import duckdb
+
+    # Ctrl-C during a DuckDB query surfaces as DuckDB's interrupt error.
+    return (KeyboardInterrupt, duckdb.InterruptException)
 
 
 def _explain(exc: BaseException) -> str:
@@ -383,7 +397,11 @@ def cmd_locks(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if not args.watch:
                 return 0
             time.sleep(args.watch)
-    except KeyboardInterrupt:
+    except RuntimeError as exc:
+        if str(exc) != "Query interrupted":  # DuckDB's word for Ctrl-C in a scan
+            raise
+        return _interrupted_exit(args)
+    except _INTERRUPTED:
         return 0
     finally:
         mgr.close()
@@ -414,6 +432,7 @@ def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 _USER_ERRORS = _user_errors()
+_INTERRUPTED = _interrupted()
 
 _COMMANDS = {
     "demo": cmd_demo,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -56,7 +57,6 @@ def write_pieces(
     pieces: list[Piece],
     *,
     fence: int,
-    replace: tuple[int, Any] | None = None,
     store_days: Sequence[tuple[str, tuple[int, Any] | None]] = (),
 ) -> Outcome:
     """Insert the pieces not yet loaded, inside the caller's fenced transaction.
@@ -64,12 +64,12 @@ def write_pieces(
     Left out, and reported: batches already in the file (another loader got
     there first), and every piece of a file that another loader already
     started with a different chunk size (its chunks would not line up; the
-    caller loads that file again with the recorded size). With `replace`,
-    every other live file of that (store, day) is retired in the same
-    transaction, as they are for any file written for the first time with a
-    (store, day) known. `store_days` records the (store, day), or None for
-    several days, of finished files. Pieces of a file that a correction
-    already replaced are left out too.
+    caller loads that file again with the recorded size), and pieces of a
+    file that a correction already replaced. `store_days` records the
+    (store, day), or None for several days, of finished files; a finished
+    day's file leaves one live version of that day (`_retire_store_day`).
+    A corrected re-send comes whole in one call with its own `store_days`
+    entry, so readers see the old version or the new, never both.
     """
     outcome = Outcome()
     sizes = {p.report.sha256: p.chunk_rows for p in pieces}
@@ -107,10 +107,6 @@ def write_pieces(
         first = int(top) + 1
         lotes = list(range(first, first + len(fresh)))
         _insert(cur, "etl_files", _files_table(fresh), "ON CONFLICT DO NOTHING")
-        if replace is not None:
-            outcome.retired[fresh[0].report.sha256] = _retire_store_day(
-                cur, replace, fresh[0].report.sha256
-            )
         _insert(cur, "ventas_raw", _rows_table(fresh, lotes))
         bad = _quarantine_table(fresh)
         if bad.num_rows:
@@ -130,17 +126,22 @@ def write_pieces(
                 "UPDATE etl_files SET ubicacion_id = d.store, fecha = d.day"
                 " FROM finished_files d WHERE etl_files.file_sha = d.sha"
             )
+            # Only days with another live version need a look (a day of
+            # 2,000 small files must not cost 2,000 queries).
             live = cur.execute(
                 "SELECT d.sha FROM finished_files d JOIN etl_files f"
                 " ON f.file_sha = d.sha WHERE f.replaced_by IS NULL"
-                " AND d.day IS NOT NULL"
+                " AND d.day IS NOT NULL AND EXISTS (SELECT 1 FROM etl_files o"
+                " WHERE o.ubicacion_id = d.store AND o.fecha = d.day"
+                " AND o.replaced_by IS NULL AND o.file_sha <> d.sha)"
             ).fetchall()
         finally:
             cur.unregister("finished_files")
-        # A finished store-day file is that day's version: any other live
-        # one goes, read here inside the transaction. That catches a
-        # correction the loader did not know of when it began (another
-        # loader committed it since): the last to finish stays.
+        # A finished store-day file is that day's version, read here inside
+        # the transaction: of the live versions the one first written last
+        # stays, the others go. So a correction retires an original whose
+        # load was cut off, once it finishes, and two loaders racing with
+        # two corrections leave one, whatever order they finish in.
         ended = dict(store_days)
         for (sha,) in live:
             old = _retire_store_day(cur, ended[sha], sha)
@@ -155,20 +156,20 @@ def _insert(cur: Any, table: str, data: pa.Table, conflict: str = "") -> None:
     try:
         cur.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name} {conflict}")
     finally:
-        cur.unregister(name)
+        try:
+            cur.unregister(name)
+        except duckdb.Error:
+            pass  # the insert failed and aborted the transaction: its error counts
 
 
 def _files_table(pieces: list[Piece]) -> pa.Table:
-    # The (store, day) of the rows read so far: a correction arriving while
-    # the file is half loaded sees it. Settled once the whole file is read
-    # (`store_days`).
+    # (store, day) is recorded once the whole file is read (`store_days`):
+    # never from its first rows, as a file of several days would then pass
+    # for a day's version, and a correction of that day would retire it.
     first = list({p.report.sha256: p for p in reversed(pieces)}.values())
-    day = [p.report.store_day for p in first]
     return pa.table(
         {
             "file_sha": [p.report.sha256 for p in first],
-            "ubicacion_id": pa.array([d and d[0] for d in day], pa.int32()),
-            "fecha": pa.array([d and d[1] for d in day], pa.date32()),
             "path": [p.report.path for p in first],
             "formato": [p.report.format for p in first],
             "chunk_rows": pa.array([p.chunk_rows for p in first], pa.int32()),
@@ -222,37 +223,41 @@ def _batches_table(pieces: list[Piece], fence: int, lotes: list[int]) -> pa.Tabl
 
 
 def _retire_store_day(cur: Any, store_day: tuple[int, Any], new_sha: str) -> list[str]:
-    """Remove the rows, good and quarantined, of every earlier live version
-    of a (store, day).
+    """Leave one live version of a (store, day): the one first written last.
 
-    Read inside the transaction, so two loaders racing with two corrections
-    of the same day leave exactly one visible: the last to commit. The old
-    files' batch records stay, so rerunning an old file is still a no-op.
+    Versions first written before `new_sha` lose their rows, good and
+    quarantined, and are marked replaced by it; if one was first written
+    after it, `new_sha` itself is retired in favour of the latest. Read
+    inside the transaction, so racing loaders agree. The old files' batch
+    records stay, so rerunning an old file is still a no-op. Returns the
+    files `new_sha` replaced.
     """
     store, day = store_day
-    old = [
-        r[0]
-        for r in cur.execute(
-            "SELECT file_sha FROM etl_files WHERE ubicacion_id = ? AND fecha = ?"
-            " AND replaced_by IS NULL AND file_sha <> ?",
-            [store, day, new_sha],
-        ).fetchall()
-    ]
-    if old:
+    versions = cur.execute(
+        "SELECT file_sha FROM etl_files WHERE ubicacion_id = ? AND fecha = ?"
+        " AND replaced_by IS NULL ORDER BY started_at, file_sha",
+        [store, day],
+    ).fetchall()
+    shas = [r[0] for r in versions]
+    if new_sha not in shas:
+        return []
+    latest = shas[-1]
+    gone = [sha for sha in shas if sha != latest]
+    if gone:
         cur.execute(
             "DELETE FROM ventas_raw WHERE lote IN"
             " (SELECT lote FROM etl_batches WHERE list_contains(?, file_sha))",
-            [old],
+            [gone],
         )
         # Their bad rows were corrected or dropped by the new version: no
         # longer anything for someone to fix.
         cur.execute(
             "DELETE FROM etl_quarantine WHERE batch_id IN"
             " (SELECT batch_id FROM etl_batches WHERE list_contains(?, file_sha))",
-            [old],
+            [gone],
         )
         cur.execute(
             "UPDATE etl_files SET replaced_by = ? WHERE list_contains(?, file_sha)",
-            [new_sha, old],
+            [latest, gone],
         )
-    return old
+    return gone if latest == new_sha else []

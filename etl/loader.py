@@ -294,8 +294,7 @@ class Loader:
         elif not (seen and seen.day_recorded) or report.rows_skipped < report.rows_read:
             # Written with the file's next transaction, or with its own if
             # it is a re-send (its etl_files row is written there); None
-            # clears a day recorded from the first rows of a file that
-            # turned out to hold several.
+            # for a file of several days.
             self._finished.append((report.sha256, day))
             if day:
                 # From now on this file is the store-day's version, even
@@ -308,7 +307,7 @@ class Loader:
             self._finished = [f for f in self._finished if f[0] != report.sha256]
             self._flush()  # files commit in the order they were given
             self._finished += mine
-            self._write(held, replace=day)  # None if later chunks had other days
+            self._write(held)
             if day:
                 log.info(
                     "%s replaced the earlier load of store %s, day %s",
@@ -330,9 +329,7 @@ class Loader:
         for report in waiting:
             self._settle(report)
 
-    def _write(
-        self, pieces: list[Piece], *, replace: tuple[int, Any] | None = None
-    ) -> None:
+    def _write(self, pieces: list[Piece]) -> None:
         finished, self._finished = self._finished, []
         for attempt in range(_WRITE_ATTEMPTS):
             lease = self._ensure_lease()
@@ -344,7 +341,6 @@ class Loader:
                         cur,
                         pieces,
                         fence=lease.fence,
-                        replace=replace,
                         store_days=finished,
                     )
                 break

@@ -268,3 +268,30 @@ def test_a_refused_correction_leaves_the_old_version_and_reconciles(
 
     assert report["reconciled"] and len(report["files_rejected"]) == 1
     assert _rows_and_quantity(db) == before
+
+
+def test_a_file_of_several_days_is_never_taken_for_a_day_being_corrected(
+    redis_url, tmp_path, key_prefix, monkeypatch
+):
+    """Half of a two-day file loads, a one-day file of its first day comes,
+    the two-day file resumes: every row of both stays (several days never
+    replace, nor are replaced)."""
+    from etl.generate import generate_exports
+
+    days = generate_exports(tmp_path / "gen", stores=1, ndays=2, rows_per_store=30)
+    first, second = (p.read_text().splitlines(keepends=True) for p in days)
+    both = tmp_path / "multi" / "store_01_two_days.csv"
+    both.parent.mkdir()
+    both.write_text("".join(first) + "".join(second[1:]))
+    one_day = tmp_path / "one" / days[0].name
+    one_day.parent.mkdir()
+    one_day.write_text("".join(first[:11]))
+    db = tmp_path / "ventas.duckdb"
+
+    _load_and_crash(redis_url, db, key_prefix, [both], 1, monkeypatch)
+    partial = read_one(db, "SELECT count(*) FROM ventas_raw")[0]
+    _load([one_day], redis_url, db, key_prefix)
+    _load([both], redis_url, db, key_prefix)
+
+    assert 0 < partial < 60
+    assert read_one(db, "SELECT count(*) FROM ventas_raw") == (60 + 10,)
