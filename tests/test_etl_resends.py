@@ -73,7 +73,7 @@ def test_a_file_and_its_corrections_in_one_load_leave_the_last(
     """In one load, later files replace earlier ones of the same store-day."""
     db = tmp_path / "ventas.duckdb"
     reference = tmp_path / "reference.duckdb"
-    _load([versions["a"]], redis_url, reference, key_prefix + "r")
+    _load([versions["a"]], redis_url, reference, key_prefix)
     rows, quantity = _rows_and_quantity(reference)
     together = [versions[v] for v in "abc"]
     if first_alone:
@@ -171,7 +171,7 @@ def test_the_complete_file_replaces_the_part_loaded_of_a_cut_one(
         mgr.close()
 
     reference = tmp_path / "reference.duckdb"
-    _load([source], redis_url, reference, key_prefix + "r")
+    _load([source], redis_url, reference, key_prefix)
     assert 0 < partial[0] < _rows_and_quantity(reference)[0]
     assert _rows_and_quantity(db) == _rows_and_quantity(reference)
 
@@ -220,7 +220,7 @@ def test_a_correction_replaces_an_original_whose_load_was_cut_off(
         _load([versions["a"]], redis_url, db, key_prefix)  # the old one, resumed
 
     reference = tmp_path / "reference.duckdb"
-    _load([versions["b"]], redis_url, reference, key_prefix + "r")
+    _load([versions["b"]], redis_url, reference, key_prefix)
     assert _rows_and_quantity(db) == _rows_and_quantity(reference)
 
 
