@@ -172,65 +172,56 @@ def main(
     command = args.command if args.command != "etl" else "etl_load"
     try:
         return int(_COMMANDS[command](args, environ) or 0)
-    except RuntimeError as exc:
-        if str(exc) != "Query interrupted":  # DuckDB's word for Ctrl-C in a scan
+    except (KeyboardInterrupt, Exception) as exc:
+        if _is_interrupt(exc):
+            # Every committed transaction stays, the open one rolls back.
+            print(
+                f"fluxion {args.command}: interrupted; what committed stays,"
+                " rerun to resume",
+                file=sys.stderr,
+            )
+            return 130
+        reason = _explain(exc)
+        if reason is None:
             raise
-        return _interrupted_exit(args)
-    except _INTERRUPTED:
-        return _interrupted_exit(args)
-    except _USER_ERRORS as exc:
         # Expected trouble (a wrong path, a missing setting, Redis down):
         # one line that says what and how to fix it, not a traceback.
-        print(f"fluxion {args.command}: {_explain(exc)}", file=sys.stderr)
+        print(f"fluxion {args.command}: {reason}", file=sys.stderr)
         return 2
 
 
-def _interrupted_exit(args: argparse.Namespace) -> int:
-    # Ctrl-C: every committed transaction stays, the open one rolls back.
-    print(
-        f"fluxion {args.command}: interrupted; what committed stays, rerun to resume",
-        file=sys.stderr,
-    )
-    return 130
+def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """Exception classes of a library, if a command imported it (no cost)."""
+    found = sys.modules.get(module)
+    return tuple(getattr(found, name) for name in names) if found else ()
 
 
-def _interrupted() -> tuple[type[BaseException], ...]:
-    import duckdb
+def _is_interrupt(exc: BaseException) -> bool:
+    # Ctrl-C inside a DuckDB query comes back as DuckDB's interrupt error,
+    # or, inside an Arrow scan, as "Query interrupted".
+    if isinstance(exc, (KeyboardInterrupt, *_loaded("duckdb", "InterruptException"))):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc) == "Query interrupted"
 
-    # Ctrl-C during a DuckDB query surfaces as DuckDB's interrupt error.
-    return (KeyboardInterrupt, duckdb.InterruptException)
 
-
-def _explain(exc: BaseException) -> str:
-    import duckdb
-    import redis
-
-    if isinstance(exc, duckdb.IOException):
+def _explain(exc: BaseException) -> str | None:
+    """The one line for an expected error, or None for a bug."""
+    if isinstance(exc, _loaded("duckdb", "IOException")):
         return (
             f"{str(exc).removeprefix('IO Error: ')}; check --db / FLUXION_DB"
             " (a DuckDB file, in a folder that exists) and the disk"
         )
-    if isinstance(exc, redis.RedisError):
+    if isinstance(exc, _loaded("redis", "RedisError")):
         return (
             f"cannot reach Redis ({exc}); start it, or point --redis /"
             " REDIS_URL at a running one"
         )
-    return str(exc)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    import duckdb
-    import redis
-
-    from lockmanager import LockManagerError
-
-    return (
+    expected = (
         FileNotFoundError,
         ValueError,
-        LockManagerError,
-        redis.RedisError,
-        duckdb.IOException,
+        *_loaded("lockmanager", "LockManagerError"),
     )
+    return str(exc) if isinstance(exc, expected) else None
 
 
 def _emit(report: dict[str, Any], as_json: bool) -> None:
@@ -397,11 +388,7 @@ def cmd_locks(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if not args.watch:
                 return 0
             time.sleep(args.watch)
-    except RuntimeError as exc:
-        if str(exc) != "Query interrupted":  # DuckDB's word for Ctrl-C in a scan
-            raise
-        return _interrupted_exit(args)
-    except _INTERRUPTED:
+    except KeyboardInterrupt:
         return 0
     finally:
         mgr.close()
@@ -430,9 +417,6 @@ def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     _emit(report, args.json)
     return 0 if report["ok"] else 1
 
-
-_USER_ERRORS = _user_errors()
-_INTERRUPTED = _interrupted()
 
 _COMMANDS = {
     "demo": cmd_demo,
